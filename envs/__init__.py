@@ -1,0 +1,1 @@
+"""Environments: where models meet data (language tasks, video QA, Gym rollouts)."""

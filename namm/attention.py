@@ -1,0 +1,141 @@
+"""The attention function plugged into transformers' ``AttentionInterface`` under the name ``"namm"``.
+
+Step in the data flow: model -> adapter -> **attention rows + cache** -> features -> ...
+
+HF attention modules call ``cache.update(k, v)`` and then this function. It:
+
+1. finds the :class:`~namm.cache.MemoryLayer` that produced ``key`` (no patching of model code),
+2. classifies left padding from the 2D mask (our mask function passes the 2D mask through),
+3. splits the queries at every row's update boundary (each ``n_up``-th token a row has seen), so any
+   chunking of the input (one-shot prefill in ``generate``, 128-token chunks, one token at a time)
+   gives the same result as feeding tokens one by one,
+4. for each piece: attention over the live slots with a mask built from ABSOLUTE positions
+   (``pos_k <= pos_q``), post-softmax rows (fp32, averaged over each KV head's query heads) only if
+   the policy needs them (otherwise SDPA, which returns no weights), then ``policy.observe``; at a
+   boundary, ``layer.evict`` hides the dropped tokens from the queries that follow,
+5. compacts the layer's storage once at the end.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from transformers import AttentionInterface
+from transformers.masking_utils import AttentionMaskInterface
+
+from .cache import MemoryLayer, current_layer
+
+ATTN_NAME = "namm"
+
+__all__ = ["ATTN_NAME", "memory_attention", "register"]
+
+
+def _pass_2d_mask(*args, attention_mask: torch.Tensor | None = None, **kwargs) -> torch.Tensor | None:
+    """Mask function for ``"namm"``: hand the 2D padding mask ``[B, kv]`` through untouched."""
+    return attention_mask
+
+
+def _expand_heads(mask: torch.Tensor, groups: int) -> torch.Tensor:
+    """``[B, Hkv, q, N]`` -> ``[B, Hkv * groups, q, N]`` (GQA: query heads share their KV head's mask)."""
+    if groups == 1 or mask.shape[1] == 1:
+        return mask
+    b, h, q, n = mask.shape
+    return mask[:, :, None].expand(b, h, groups, q, n).reshape(b, h * groups, q, n)
+
+
+def _attend(
+    query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, mask: torch.Tensor, scaling: float, need_rows: bool
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """One masked attention.
+
+    Args:
+        query: ``[B, Hq, q, D]``; key, value: ``[B, Hkv, N, D]``; mask: ``[B, Hkv or 1, q, N]`` bool.
+    Returns:
+        ``out [B, Hq, q, D]`` and, if ``need_rows``, ``rows [B, Hkv, q, N]`` fp32 averaged over groups.
+    """
+    b, hq, q, d = query.shape
+    hkv = key.shape[1]
+    g = hq // hkv
+    if not need_rows:
+        k = key.repeat_interleave(g, dim=1) if g > 1 else key
+        v = value.repeat_interleave(g, dim=1) if g > 1 else value
+        out = F.scaled_dot_product_attention(query, k, v, attn_mask=_expand_heads(mask, g), scale=scaling)
+        return out, None
+    qg = query.reshape(b, hkv, g, q, d)
+    logits = torch.matmul(qg, key[:, :, None].transpose(-1, -2)) * scaling  # [B,Hkv,G,q,N]
+    logits = logits.masked_fill(~mask[:, :, None], float("-inf"))
+    probs = torch.softmax(logits.float(), dim=-1)  # fp32 softmax, as the reference
+    out = torch.matmul(probs.to(value.dtype), value[:, :, None])  # [B,Hkv,G,q,D]
+    return out.reshape(b, hq, q, d), probs.mean(dim=2)
+
+
+def _plain_attention(query, key, value, attention_mask, scaling):
+    """No memory cache (e.g. ``use_cache=False``): causal attention with the 2D padding mask."""
+    q, n = query.shape[2], key.shape[2]
+    causal = torch.ones(q, n, dtype=torch.bool, device=query.device).tril(n - q)
+    mask = causal[None, None]
+    if attention_mask is not None and attention_mask.dim() == 2:
+        mask = mask & attention_mask[:, None, None, -n:].bool()
+    mask = mask | ~mask.any(-1, keepdim=True)  # fully padded query rows: keep them finite
+    out, _ = _attend(query, key, value, mask, scaling, need_rows=False)
+    return out.transpose(1, 2).contiguous(), None
+
+
+def memory_attention(
+    module: torch.nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    scaling: float | None = None,
+    dropout: float = 0.0,
+    **kwargs,
+) -> tuple[torch.Tensor, None]:
+    """AttentionInterface function. ``query`` ``[B, Hq, q, D]``, ``key``/``value`` ``[B, Hkv, N, D]``
+    as returned by the cache; returns ``([B, q, Hq, D], None)``."""
+    scaling = query.shape[-1] ** -0.5 if scaling is None else scaling
+    layer: MemoryLayer | None = current_layer(key)
+    if layer is None:
+        return _plain_attention(query, key, value, attention_mask, scaling)
+
+    q = query.shape[2]
+    real = None
+    if attention_mask is not None and attention_mask.dim() == 2:
+        real = attention_mask[:, -q:].bool()
+    qpos = layer.mark_padding(real)  # [B, q], -1 for padding
+    policy = layer.policy
+    n_up = policy.n_up
+    boundary = (qpos >= 0) & ((qpos + 1) % n_up == 0)  # [B, q]
+    cuts = torch.nonzero(boundary.any(0)).flatten().tolist()
+    if not cuts or cuts[-1] != q - 1:
+        cuts.append(q - 1)
+
+    outs = []
+    s = 0
+    for e in cuts:
+        qp = qpos[:, s : e + 1]  # [B, m]
+        mask = layer.valid[:, :, None, :] & (layer.pos[:, :, None, :] <= qp[:, None, :, None])  # [B,H,m,N]
+        mask = mask | (qp < 0)[:, None, :, None]  # padding queries: any finite output will do
+        out, rows = _attend(query[:, :, s : e + 1], layer.keys, layer.values, mask, scaling, policy.needs_attention)
+        if rows is not None:
+            policy.observe(layer, rows, qp)
+        outs.append(out)
+        at = boundary[:, e]
+        if at.any():
+            layer.evict(at, qp[:, -1])
+        s = e + 1
+    layer.compact()
+    out = outs[0] if len(outs) == 1 else torch.cat(outs, dim=2)
+    return out.transpose(1, 2).contiguous(), None
+
+
+_registered = False
+
+
+def register() -> None:
+    """Register ``"namm"`` in transformers' attention and mask interfaces (idempotent)."""
+    global _registered
+    if not _registered:
+        AttentionInterface.register(ATTN_NAME, memory_attention)
+        AttentionMaskInterface.register(ATTN_NAME, _pass_2d_mask)
+        _registered = True

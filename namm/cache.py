@@ -1,0 +1,233 @@
+"""The KV cache a memory policy manages, as a transformers ``Cache``.
+
+Step in the data flow: selection -> **cache** (and the cache hands keys/values back to attention).
+
+Storage is padded and ragged: every (row, head) holds its own set of tokens. Per layer:
+
+- ``keys``, ``values`` ``[B, H, N, D]``: the slots, in increasing position order among valid slots;
+- ``pos`` ``[B, H, N]`` int64: the absolute position of each slot (the count of real tokens before
+  it in its row; padding has -1). Keys keep the RoPE of this position forever: they are never re-rotated;
+- ``valid`` ``[B, H, N]`` bool: slot holds a live token (not padding, not evicted);
+- ``state[name]`` ``[B, H, N, ...]``: per-token state of the policy (spectrogram carry, accumulated
+  attention, ...), gathered with the same indices as K/V at each compaction.
+
+After each eviction the layer compacts: every (row, head) moves its live slots to the front and the
+storage is cut to the largest live count, so memory follows the kept tokens, not the most ever seen.
+"""
+
+from __future__ import annotations
+
+from contextvars import ContextVar
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import torch
+from transformers.cache_utils import Cache, CacheLayerMixin
+
+if TYPE_CHECKING:
+    from .policies.base import MemoryPolicy
+
+__all__ = ["MemoryLayer", "MemoryCache", "View", "current_layer"]
+
+# The layer whose ``update`` ran last. HF attention modules call ``cache.update`` immediately before
+# the attention function, which reads this to find its layer without any patching of model code.
+_CURRENT: ContextVar["MemoryLayer | None"] = ContextVar("namm_current_layer", default=None)
+
+
+def current_layer(key: torch.Tensor) -> "MemoryLayer | None":
+    """The memory layer that produced ``key`` in this forward pass, or ``None`` (no memory cache)."""
+    layer = _CURRENT.get()
+    return layer if layer is not None and layer.keys is key else None
+
+
+@dataclass
+class View:
+    """What a policy decides on at one update of one layer.
+
+    Attributes:
+        rows: ``[B]`` bool, rows that reached an update boundary now.
+        in_view: ``[B, H, N]`` bool, live tokens of those rows up to and including the newest.
+        newest: ``[B, H, N]`` bool, the newest token of each updating row (always kept).
+        newest_pos: ``[B]`` int64 position of the newest token per row.
+        seen: ``[B]`` int64 tokens seen per row at this update (= newest_pos + 1).
+    """
+
+    rows: torch.Tensor
+    in_view: torch.Tensor
+    newest: torch.Tensor
+    newest_pos: torch.Tensor
+    seen: torch.Tensor
+
+
+class MemoryLayer(CacheLayerMixin):
+    """One transformer layer's ragged KV cache under a memory policy."""
+
+    is_compileable = False
+    is_sliding = False
+
+    def __init__(self, policy: "MemoryPolicy", layer_idx: int) -> None:
+        super().__init__()
+        self.policy = policy
+        self.layer_idx = layer_idx
+        self.pos: torch.Tensor | None = None
+        self.valid: torch.Tensor | None = None
+        self.state: dict[str, torch.Tensor] = {}
+        self.seen: torch.Tensor | None = None  # [B] real tokens seen
+        self.slots = 0  # slots seen, padding included (what HF calls the sequence length)
+        self.pending = 0  # slots appended by the last update, not yet classified by the attention
+        self.history: list[dict] = []  # one entry per update: seen, kept per head (for statistics)
+        self.peak_slots = 0
+
+    # ---- transformers CacheLayerMixin contract -------------------------------------------------
+    def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
+        b, h, _, _ = key_states.shape
+        dev = key_states.device
+        self.dtype, self.device = key_states.dtype, dev
+        self.keys = key_states[:, :, :0]
+        self.values = value_states[:, :, :0]
+        self.pos = torch.empty(b, h, 0, dtype=torch.long, device=dev)
+        self.valid = torch.empty(b, h, 0, dtype=torch.bool, device=dev)
+        self.state = {
+            name: torch.zeros(b, h, 0, *shape, dtype=torch.float32, device=dev)
+            for name, shape in self.policy.token_state().items()
+        }
+        self.seen = torch.zeros(b, dtype=torch.long, device=dev)
+        self.is_initialized = True
+
+    def update(
+        self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Append ``q`` new tokens ``[B, H, q, D]``; returns all stored keys/values ``[B, H, N, D]``.
+
+        New tokens are provisionally real; :meth:`mark_padding` (called by the attention function,
+        which sees the padding mask) corrects left-padding slots.
+        """
+        if not self.is_initialized:
+            self.lazy_initialization(key_states, value_states)
+        b, h, q, _ = key_states.shape
+        new_pos = self.seen[:, None] + torch.arange(q, device=self.seen.device)  # [B, q]
+        self.keys = torch.cat([self.keys, key_states], dim=-2)
+        self.values = torch.cat([self.values, value_states], dim=-2)
+        self.pos = torch.cat([self.pos, new_pos[:, None, :].expand(b, h, q)], dim=-1)
+        self.valid = torch.cat([self.valid, self.valid.new_ones(b, h, q)], dim=-1)
+        for name, t in self.state.items():
+            self.state[name] = torch.cat([t, t.new_zeros(b, h, q, *t.shape[3:])], dim=2)
+        self.seen = self.seen + q
+        self.slots += q
+        self.pending = q
+        self.peak_slots = max(self.peak_slots, self.keys.shape[-2])
+        _CURRENT.set(self)
+        return self.keys, self.values
+
+    def get_seq_length(self, *args, **kwargs) -> int:
+        return self.slots
+
+    def get_mask_sizes(self, query, *args, **kwargs) -> tuple[int, int]:
+        # transformers >= 5.24 passes the query length, 5.17 the cache_position tensor
+        q = int(query.shape[-1]) if isinstance(query, torch.Tensor) else int(query)
+        return self.slots + q, 0
+
+    def get_max_length(self) -> int:
+        return -1
+
+    def reset(self) -> None:
+        raise NotImplementedError("a memory cache cannot be reset in place: create a new one per sequence")
+
+    def reorder_cache(self, beam_idx: torch.LongTensor) -> None:
+        raise NotImplementedError("beam search is not supported with a memory policy (use greedy or sampling)")
+
+    def crop(self, max_length: int) -> None:
+        raise NotImplementedError("a memory cache cannot be cropped (assisted decoding is not supported)")
+
+    def batch_repeat_interleave(self, repeats: int) -> None:
+        raise NotImplementedError("num_return_sequences > 1 is not supported with a memory policy")
+
+    def batch_select_indices(self, indices: torch.Tensor) -> None:
+        raise NotImplementedError("batch selection is not supported with a memory policy")
+
+    # ---- used by the attention function ---------------------------------------------------------
+    def mark_padding(self, real: torch.Tensor | None) -> torch.Tensor:
+        """Classify the ``pending`` newest slots with ``real`` ``[B, q]`` (False = padding).
+
+        Returns ``[B, q]`` int64: the absolute position of each new query (-1 for padding).
+        """
+        q = self.pending
+        self.pending = 0
+        base = self.seen - q  # [B] tokens seen before this step
+        if real is None or bool(real.all()):
+            return base[:, None] + torch.arange(q, device=base.device)
+        real = real.to(self.valid.device)
+        qpos = torch.where(real, base[:, None] + real.long().cumsum(-1) - 1, torch.full_like(base[:, None], -1))
+        h = self.valid.shape[1]
+        self.pos[:, :, -q:] = qpos[:, None, :].expand(-1, h, -1)
+        self.valid[:, :, -q:] = real[:, None, :].expand(-1, h, -1)
+        self.seen = base + real.long().sum(-1)
+        return qpos
+
+    def view(self, rows: torch.Tensor, newest_pos: torch.Tensor | None = None) -> View:
+        """The tokens an update at ``rows`` ``[B]`` decides on: live ones up to ``newest_pos`` ``[B]``
+        (default: the newest token seen; inside a chunk, the query at the boundary)."""
+        newest_pos = self.seen - 1 if newest_pos is None else newest_pos
+        in_view = self.valid & (self.pos <= newest_pos[:, None, None]) & rows[:, None, None]
+        newest = in_view & (self.pos == newest_pos[:, None, None])
+        return View(rows=rows, in_view=in_view, newest=newest, newest_pos=newest_pos, seen=newest_pos + 1)
+
+    def evict(self, rows: torch.Tensor, newest_pos: torch.Tensor | None = None) -> None:
+        """Run the policy for ``rows`` ``[B]`` at ``newest_pos`` ``[B]`` and hide the tokens it drops
+        (compaction comes later)."""
+        view = self.view(rows, newest_pos)
+        keep = self.policy.select(self, view)
+        self.valid = self.valid & keep
+        kept = (self.valid & view.in_view).sum(-1)  # [B, H]
+        self.history.append({"rows": rows.cpu(), "seen": view.seen.cpu(), "kept": kept.cpu()})
+
+    def compact(self) -> None:
+        """Move each (row, head)'s live slots to the front and drop the trailing dead ones."""
+        live = self.valid
+        n_live = int(live.sum(-1).max()) if live.numel() else 0
+        if n_live == live.shape[-1]:
+            return
+        # stable sort puts live slots first and keeps their (position) order
+        idx = torch.argsort((~live).to(torch.int8), dim=-1, stable=True)[..., :n_live]  # [B,H,n]
+        self.keys = self.keys.gather(2, idx[..., None].expand(-1, -1, -1, self.keys.shape[-1]))
+        self.values = self.values.gather(2, idx[..., None].expand(-1, -1, -1, self.values.shape[-1]))
+        self.pos = self.pos.gather(2, idx)
+        self.valid = self.valid.gather(2, idx)
+        for name, t in self.state.items():
+            ix = idx.reshape(*idx.shape, *([1] * (t.dim() - 3))).expand(*idx.shape, *t.shape[3:])
+            self.state[name] = t.gather(2, ix)
+        self.pos = self.pos.masked_fill(~self.valid, -1)
+
+
+class MemoryCache(Cache):
+    """A ``transformers`` Cache whose every layer is a :class:`MemoryLayer` under one policy.
+
+    Pass it to ``model(...)`` / ``model.generate(...)`` (or use :func:`namm.memory`).
+    """
+
+    def __init__(self, policy: "MemoryPolicy", num_layers: int) -> None:
+        super().__init__(layers=[MemoryLayer(policy, i) for i in range(num_layers)])
+        self.policy = policy
+
+    # ---- statistics ----------------------------------------------------------------------------
+    def cache_fraction(self) -> float:
+        """Mean over layers, heads, updates (and rows) of kept tokens / tokens seen; 1.0 before any update."""
+        fr = []
+        for layer in self.layers:
+            for h in layer.history:
+                rows = h["rows"]
+                if rows.any():
+                    fr.append((h["kept"][rows].float() / h["seen"][rows, None].float()).flatten())
+        return float(torch.cat(fr).mean()) if fr else 1.0
+
+    def kv_bytes(self) -> int:
+        """Bytes held now by keys and values (padded storage)."""
+        return sum(
+            l.keys.numel() * l.keys.element_size() + l.values.numel() * l.values.element_size()
+            for l in self.layers
+            if l.is_initialized
+        )
+
+    def live_tokens(self) -> list[torch.Tensor]:
+        """Per layer, ``[B, H]`` live tokens now."""
+        return [l.valid.sum(-1) for l in self.layers if l.is_initialized]

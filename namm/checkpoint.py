@@ -1,0 +1,147 @@
+"""NAMM weights on disk.
+
+Our format is safetensors: tensors ``params`` ``[P]``, ``mean``/``var`` ``[n_freq]``; the policy's
+configuration and a format version live in the string metadata. The reference implementation's
+``.pt`` checkpoints are read with ``torch.load(weights_only=True)`` only (a pickle that would run
+code is refused) and converted.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from .features import SpectralConfig
+from .policies.namm import NAMM
+
+FORMAT = "namm-testbed/weights"
+VERSION = 1
+
+__all__ = ["save_namm", "load_namm", "import_reference", "CheckpointError", "atomic_write"]
+
+
+class CheckpointError(ValueError):
+    """A weights file that cannot be used, with the reason and the file named."""
+
+
+def atomic_write(path: str | os.PathLike, write) -> Path:
+    """Call ``write(tmp_path)`` then rename over ``path``: a crash never leaves a half-written file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def policy_config(policy: NAMM) -> dict:
+    c = policy.spectral
+    return {
+        "scorer": policy.scorer, "hidden": policy.hidden, "feature_dim": c.feature_dim,
+        "num_params": policy.net.num_params, "n_up": policy.n_up, "mode": policy.mode,
+        "n_fft": c.n_fft, "hop": c.hop, "ema": c.ema, "n_pos": c.n_pos, "pos_base": c.pos_base,
+    }
+
+
+def save_namm(path: str | os.PathLike, policy: NAMM, info: dict | None = None) -> Path:
+    """Write ``policy``'s parameters, normalisation and config to ``path`` (safetensors, atomic)."""
+    if policy.params.dim() != 1:
+        raise ValueError("save one NAMM at a time: params must be [P], not a per-row batch")
+    meta = {"format": FORMAT, "version": str(VERSION), "config": json.dumps(policy_config(policy))}
+    if info:
+        meta["info"] = json.dumps(info)
+    tensors = {
+        "params": policy.params.detach().float().contiguous().cpu(),
+        "mean": policy.mean.detach().float().contiguous().cpu(),
+        "var": policy.var.detach().float().contiguous().cpu(),
+    }
+    return atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=meta))
+
+
+def read_namm(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict, dict]:
+    """``(tensors, config, info)`` of a weights file, validated."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such weights file")
+    if path.suffix in (".pt", ".pth", ".bin"):
+        raise CheckpointError(f"{path}: a torch pickle; convert it first with `namm import-reference {path} OUT.safetensors`")
+    try:
+        tensors = load_file(str(path))
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+    except (SafetensorError, OSError, ValueError) as e:
+        raise CheckpointError(f"{path}: not a readable safetensors file ({e})") from None
+    if meta.get("format") != FORMAT:
+        raise CheckpointError(f"{path}: not a NAMM weights file (format={meta.get('format')!r}, expected {FORMAT!r})")
+    if int(meta.get("version", -1)) > VERSION:
+        raise CheckpointError(f"{path}: format version {meta['version']} is newer than this code ({VERSION}); upgrade namm-testbed")
+    missing = {"params", "mean", "var"} - set(tensors)
+    if missing:
+        raise CheckpointError(f"{path}: missing tensors {sorted(missing)}")
+    cfg = json.loads(meta["config"])
+    info = json.loads(meta["info"]) if "info" in meta else {}
+    return tensors, cfg, info
+
+
+def load_namm(path: str | os.PathLike, **overrides) -> NAMM:
+    """Build the NAMM stored in ``path``; ``overrides`` (e.g. ``n_up``, ``mode``, ``budget``) win over the file."""
+    tensors, cfg, _ = read_namm(path)
+    spectral = SpectralConfig(n_fft=cfg["n_fft"], hop=cfg["hop"], ema=cfg["ema"], n_pos=cfg["n_pos"], pos_base=cfg["pos_base"])
+    if spectral.feature_dim != cfg["feature_dim"]:
+        raise CheckpointError(f"{path}: feature_dim {cfg['feature_dim']} does not match its STFT/age settings ({spectral.feature_dim})")
+    kw = dict(params=tensors["params"], mean=tensors["mean"], var=tensors["var"], scorer=cfg["scorer"],
+              hidden=cfg["hidden"], n_up=cfg["n_up"], mode=cfg["mode"], spectral=spectral)
+    kw.update(overrides)
+    try:
+        return NAMM(**kw)
+    except ValueError as e:
+        raise CheckpointError(f"{path}: {e}") from None
+
+
+def import_reference(path: str | os.PathLike, **overrides) -> NAMM:
+    """Read the reference implementation's checkpoint (``{'evolution_state': {'mean', ...,
+    'stored_buffers_to_save.*output_mean/var'}, ...}``) into a NAMM with the reference settings.
+
+    The CMA-ES ``mean`` is the deployed NAMM (not ``best_member``).
+    """
+    path = Path(path)
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: no such file") from None
+    except Exception as e:  # UnpicklingError for pickles that would run code, and corrupt files
+        raise CheckpointError(
+            f"{path}: refused. Only plain tensors/dicts are read (torch.load weights_only=True); "
+            f"this file needs arbitrary code to unpickle or is corrupt ({type(e).__name__}: {str(e)[:200]})"
+        ) from None
+    state = ckpt.get("evolution_state") if isinstance(ckpt, dict) else None
+    if not isinstance(state, dict) or "mean" not in state:
+        raise CheckpointError(f"{path}: no evolution_state['mean'] (not a reference NAMM checkpoint)")
+    params = torch.as_tensor(state["mean"]).float().reshape(-1)
+
+    def buffer(suffix: str) -> torch.Tensor:
+        keys = [k for k in state if k.startswith("stored_buffers_to_save.") and k.endswith(suffix)
+                and "new_output" not in k]  # the online (unfrozen) estimates are not the shipped ones
+        if len(keys) != 1:
+            raise CheckpointError(f"{path}: expected one stored buffer ending in {suffix!r}, found {keys}")
+        return torch.as_tensor(state[keys[0]]).float().reshape(-1)
+
+    kw = dict(params=params, mean=buffer("output_mean"), var=buffer("output_var"), n_up=512, mode="reference")
+    kw.update(overrides)
+    try:
+        return NAMM(**kw)
+    except ValueError as e:
+        raise CheckpointError(f"{path}: {e}") from None

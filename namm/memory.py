@@ -1,0 +1,65 @@
+"""The one-liner users write: ``with memory(model, policy) as mem: mem.generate(**inputs)``.
+
+HF ``generate`` creates its own cache unless it is handed one, so :class:`Memory` hands it a fresh
+:class:`~namm.cache.MemoryCache` per call; the model itself is only switched to the ``"namm"``
+attention function for the duration of the ``with`` block (restored afterwards).
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Iterator
+
+import torch
+
+from .cache import MemoryCache
+from .policies import MemoryPolicy
+
+__all__ = ["Memory", "memory", "generate"]
+
+
+class Memory:
+    """A model under a memory policy. ``last_cache`` keeps the cache of the latest call (statistics)."""
+
+    def __init__(self, model: torch.nn.Module, policy: MemoryPolicy, adapter=None) -> None:
+        from namm.adapters import adapter_for
+
+        self.model = model
+        self.policy = policy
+        self.adapter = adapter or adapter_for(model)
+        self.last_cache: MemoryCache | None = None
+
+    def new_cache(self) -> MemoryCache:
+        self.last_cache = self.adapter.new_cache(self.model, self.policy)
+        return self.last_cache
+
+    def cache_kwargs(self) -> dict:
+        """``{"cache" or "past_key_values": a new cache}`` for ``model(...)`` / ``model.generate(...)``."""
+        return {self.adapter.cache_kwarg(self.model): self.new_cache()}
+
+    @torch.no_grad()
+    def generate(self, **kwargs):
+        """``model.generate`` with a fresh memory cache (greedy/sampling; no beam search)."""
+        return self.model.generate(**kwargs, **self.cache_kwargs())
+
+    @torch.no_grad()
+    def forward(self, **kwargs):
+        """One forward pass with a fresh memory cache (e.g. to score a prompt)."""
+        return self.model(**kwargs, **self.cache_kwargs(), use_cache=True)
+
+
+@contextmanager
+def memory(model: torch.nn.Module, policy: MemoryPolicy, adapter=None) -> Iterator[Memory]:
+    """Run ``model`` under ``policy`` inside the block; the attention implementation is restored after."""
+    mem = Memory(model, policy, adapter)
+    prev = mem.adapter.attach(model)
+    try:
+        yield mem
+    finally:
+        mem.adapter.detach(model, prev)
+
+
+def generate(model: torch.nn.Module, policy: MemoryPolicy, **kwargs):
+    """One-liner: ``namm.generate(model, policy, input_ids=..., max_new_tokens=...)``."""
+    with memory(model, policy) as mem:
+        return mem.generate(**kwargs)

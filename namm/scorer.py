@@ -1,0 +1,146 @@
+"""Scorers: token features -> one eviction score per token (spec §3).
+
+Step in the data flow: features -> **scores** -> selection.
+
+Both scorers are pure functions of a FLAT parameter vector, so that CMA-ES can hand them a sample
+directly and a batch can carry one parameter vector per row (batched population evaluation).
+Weights are laid out ``[in, out]`` and applied as ``x @ W`` (the reference's layout).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+
+__all__ = ["Scorer", "BAM", "MLP", "SCORERS", "make_scorer"]
+
+
+class Scorer:
+    """Contract: ``num_params`` and ``__call__(x, mask, pos, params) -> scores``."""
+
+    name: ClassVar[str]
+    feature_dim: int
+
+    @property
+    def shapes(self) -> list[tuple[str, tuple[int, ...]]]:
+        raise NotImplementedError
+
+    @property
+    def num_params(self) -> int:
+        return sum(math.prod(s) for _, s in self.shapes)
+
+    def unflatten(self, params: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Split ``params`` ``[..., P]`` into named tensors ``[..., *shape]`` (reference order)."""
+        if params.shape[-1] != self.num_params:
+            raise ValueError(
+                f"{self.name} scorer with feature_dim={self.feature_dim} takes {self.num_params} parameters, "
+                f"got a vector of {params.shape[-1]}"
+            )
+        out, i = {}, 0
+        lead = params.shape[:-1]
+        for name, shape in self.shapes:
+            n = math.prod(shape)
+            out[name] = params[..., i : i + n].reshape(*lead, *shape)
+            i += n
+        return out
+
+    def __call__(
+        self, x: torch.Tensor, mask: torch.Tensor, pos: torch.Tensor, params: torch.Tensor
+    ) -> torch.Tensor:
+        raise NotImplementedError
+
+
+def _bcast(w: torch.Tensor, rank: int, trailing: int) -> torch.Tensor:
+    """Shared weights ``[*shape]`` pass through; per-row weights ``[B, *shape]`` become
+    ``[B, 1, ..., *shape]`` of total ``rank`` so they broadcast against ``[B, H, N, ...]``."""
+    if w.dim() == trailing:
+        return w
+    return w.reshape(w.shape[0], *([1] * (rank - 1 - trailing)), *w.shape[1:])
+
+
+@dataclass(frozen=True)
+class BAM(Scorer):
+    """Backward Attention Memory: one single-head attention layer over the tokens of one (layer, head).
+
+    Token ``i`` attends only to itself and newer tokens ``j`` (``pos_j >= pos_i``); the output gates the
+    input: ``x' = x * (1 + m) + r``; the score is ``x' w + b``. 4172 parameters for 25 features.
+    """
+
+    name: ClassVar[str] = "bam"
+    feature_dim: int = 25
+    hidden: int = 32
+
+    @property
+    def shapes(self) -> list[tuple[str, tuple[int, ...]]]:
+        d, h = self.feature_dim, self.hidden
+        return [
+            ("w_qkv", (d, 3 * h)),
+            ("b_qkv", (3 * h,)),
+            ("w_o", (h, 2 * d)),
+            ("b_o", (2 * d,)),
+            ("w_s", (d, 1)),
+            ("b_s", (1,)),
+        ]
+
+    def __call__(
+        self, x: torch.Tensor, mask: torch.Tensor, pos: torch.Tensor, params: torch.Tensor
+    ) -> torch.Tensor:
+        """Score tokens.
+
+        Args:
+            x: ``[B, H, N, d]`` token features.
+            mask: ``[B, H, N]`` bool, tokens that exist (others are padding).
+            pos: ``[B, H, N]`` int64 absolute positions (defines "newer").
+            params: ``[P]`` shared, or ``[B, P]`` one vector per batch row.
+        Returns:
+            ``[B, H, N]`` float32 scores (padding gets -inf).
+        """
+        p = self.unflatten(params.to(x.dtype))
+        h = self.hidden
+        qkv = x @ _bcast(p["w_qkv"], 4, 2) + _bcast(p["b_qkv"], 4, 1)  # [B,H,N,3h]
+        q, k, v = qkv.split(h, dim=-1)
+        # backward mask: i sees j iff j exists and is not older than i
+        allowed = (pos[..., None, :] >= pos[..., :, None]) & mask[..., None, :]  # [B,H,N,N]
+        # every existing token sees at least itself; padding rows attend to themselves to stay finite
+        allowed = allowed | torch.eye(x.shape[-2], dtype=torch.bool, device=x.device)
+        att = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=allowed)  # [B,H,N,h]
+        o = att @ _bcast(p["w_o"], 4, 2) + _bcast(p["b_o"], 4, 1)  # [B,H,N,2d]
+        r, m = o.split(self.feature_dim, dim=-1)
+        x2 = x * (1 + m) + r
+        s = (x2 @ _bcast(p["w_s"], 4, 2)).squeeze(-1) + _bcast(p["b_s"], 3, 1)
+        return s.masked_fill(~mask, float("-inf"))
+
+
+@dataclass(frozen=True)
+class MLP(Scorer):
+    """Ablation: scores each token from its own features, no cross-token step (``d -> hidden -> 1``, ReLU)."""
+
+    name: ClassVar[str] = "mlp"
+    feature_dim: int = 25
+    hidden: int = 32
+
+    @property
+    def shapes(self) -> list[tuple[str, tuple[int, ...]]]:
+        d, h = self.feature_dim, self.hidden
+        return [("w_1", (d, h)), ("b_1", (h,)), ("w_2", (h, 1)), ("b_2", (1,))]
+
+    def __call__(
+        self, x: torch.Tensor, mask: torch.Tensor, pos: torch.Tensor, params: torch.Tensor
+    ) -> torch.Tensor:
+        """Same contract as :meth:`BAM.__call__`; ``pos`` is unused."""
+        p = self.unflatten(params.to(x.dtype))
+        hid = torch.relu(x @ _bcast(p["w_1"], 4, 2) + _bcast(p["b_1"], 4, 1))
+        s = (hid @ _bcast(p["w_2"], 4, 2)).squeeze(-1) + _bcast(p["b_2"], 3, 1)
+        return s.masked_fill(~mask, float("-inf"))
+
+
+SCORERS: dict[str, type[Scorer]] = {"bam": BAM, "mlp": MLP}
+
+
+def make_scorer(name: str, feature_dim: int = 25, hidden: int = 32) -> Scorer:
+    if name not in SCORERS:
+        raise ValueError(f"unknown scorer {name!r}; choose one of {sorted(SCORERS)}")
+    return SCORERS[name](feature_dim=feature_dim, hidden=hidden)

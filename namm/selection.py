@@ -1,0 +1,103 @@
+"""Selection: scores -> which tokens stay (spec §4).
+
+Step in the data flow: scores -> **selection** -> cache.
+
+Every function takes ``scores`` ``[B, H, N]`` over the slots of one layer, ``in_view`` ``[B, H, N]``
+(the tokens the policy is deciding on; anything else is kept untouched) and ``newest`` ``[B, H, N]``
+(the newest token of each row, which is always kept), and returns ``keep`` ``[B, H, N]`` bool.
+"""
+
+from __future__ import annotations
+
+import torch
+
+__all__ = ["threshold_ragged", "threshold_reference", "top_k", "budget_tokens", "parse_budget"]
+
+
+def _protect(scores: torch.Tensor, in_view: torch.Tensor, newest: torch.Tensor) -> torch.Tensor:
+    """Scores with the newest token at +inf and everything out of view at -inf."""
+    s = scores.float().masked_fill(~in_view, float("-inf"))
+    return s.masked_fill(newest & in_view, float("inf"))
+
+
+def threshold_ragged(scores: torch.Tensor, in_view: torch.Tensor, newest: torch.Tensor) -> torch.Tensor:
+    """Each head keeps exactly its own tokens with ``score >= 0`` (the paper's per-head rule)."""
+    s = _protect(scores, in_view, newest)
+    return (s >= 0) | ~in_view
+
+
+def threshold_reference(
+    scores: torch.Tensor, in_view: torch.Tensor, newest: torch.Tensor, rows: torch.Tensor | None = None
+) -> torch.Tensor:
+    """The reference code's rule: one eviction count per layer, the minimum over heads (and over the
+    batch rows updating together) of each head's count of negative scores; each head then keeps its own
+    top-(N - n_evict) tokens. Heads hold different tokens but equal counts.
+
+    Args:
+        rows: ``[B]`` bool, the rows that update now (the minimum is taken over these); default all.
+    """
+    s = _protect(scores, in_view, newest)
+    n_view = in_view.sum(-1)  # [B,H]
+    n_neg = ((s < 0) & in_view).sum(-1)  # [B,H]
+    rows = torch.ones(s.shape[0], dtype=torch.bool, device=s.device) if rows is None else rows
+    big = torch.iinfo(n_neg.dtype).max
+    n_evict = n_neg.masked_fill(~rows[:, None], big).min()  # one count for the layer
+    if int(n_evict) == big:  # no row updates
+        return torch.ones_like(in_view)
+    return _keep_top(s, in_view, n_view - n_evict)
+
+
+def top_k(
+    scores: torch.Tensor, in_view: torch.Tensor, newest: torch.Tensor, k: torch.Tensor
+) -> torch.Tensor:
+    """Keep the ``k`` highest-scoring tokens in view per head (``k`` ``[B]`` or ``[B, H]``), newest included."""
+    s = _protect(scores, in_view, newest)
+    k = k if k.dim() == 2 else k[:, None].expand(s.shape[:2])
+    return _keep_top(s, in_view, torch.minimum(k.clamp_min(1), in_view.sum(-1)))
+
+
+def _keep_top(s: torch.Tensor, in_view: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    """Keep per (row, head) the ``k`` ``[B, H]`` largest of ``s`` among ``in_view``; out of view is kept."""
+    order = s.argsort(dim=-1, descending=True, stable=True)  # ties: lower slot (older) first
+    rank = torch.empty_like(order)
+    rank.scatter_(-1, order, torch.arange(s.shape[-1], device=s.device).expand_as(order))
+    return (rank < k[..., None]) | ~in_view
+
+
+def budget_tokens(budget: float | int | None, seen: torch.Tensor) -> torch.Tensor | None:
+    """Turn a budget into a token count per row.
+
+    Args:
+        budget: ``None`` (no cap), a fraction of tokens seen (float in (0, 1]) or a token count (int >= 1).
+        seen: ``[B]`` int64 tokens seen per row.
+    Returns:
+        ``[B]`` int64 or ``None``.
+    """
+    if budget is None:
+        return None
+    if isinstance(budget, bool) or not isinstance(budget, (int, float)):
+        raise TypeError(f"budget must be a float fraction or an int token count, got {budget!r}")
+    if isinstance(budget, float):
+        if not 0.0 < budget <= 1.0:
+            raise ValueError(f"a fractional budget must lie in (0, 1], got {budget}; pass an int for a token count")
+        return (seen.float() * budget).floor().long().clamp_min(1)
+    if budget < 1:
+        raise ValueError(f"a token budget must be >= 1, got {budget}")
+    return torch.full_like(seen, int(budget))
+
+
+def parse_budget(text: str | float | int | None) -> float | int | None:
+    """CLI form: ``"0.4"`` is a fraction of tokens seen, ``"1024"`` a token count, ``"none"`` no cap."""
+    if text is None or isinstance(text, (int, float)):
+        return text
+    t = text.strip().lower()
+    if t in ("", "none", "full"):
+        return None
+    try:
+        return int(t)
+    except ValueError:
+        pass
+    try:
+        return float(t)
+    except ValueError:
+        raise ValueError(f"--budget {text!r}: give a fraction like 0.4 or a token count like 1024") from None

@@ -1,0 +1,126 @@
+import pickle
+import subprocess
+import sys
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from namm.checkpoint import CheckpointError, import_reference, load_namm, save_namm
+from namm.cli import main
+from namm.policies import NAMM
+
+
+def _reference_ckpt(path, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    state = {
+        "mean": torch.randn(4172, generator=g),
+        "best_member": torch.randn(4172, generator=g),  # must NOT be used
+        "sigma": torch.tensor(0.065),
+        "C": torch.eye(8),  # the real one is 4172 x 4172 (~70 MB); irrelevant here
+        "stored_buffers_to_save.token_embedding_0_output_mean": torch.rand(1, 1, 1, 17, generator=g),
+        "stored_buffers_to_save.token_embedding_0_output_var": torch.rand(1, 1, 1, 17, generator=g) + 0.5,
+        "stored_buffers_to_save.token_embedding_0_online_new_output_mean": torch.zeros(1, 1, 1, 17),
+    }
+    torch.save({"evolution_state": state, "iter_num": 3, "best_val_loss": 0.1}, path)
+    return state
+
+
+def test_reference_import_roundtrip(tmp_path):
+    state = _reference_ckpt(tmp_path / "ref.pt")
+    policy = import_reference(tmp_path / "ref.pt")
+    assert torch.equal(policy.params, state["mean"])
+    assert torch.equal(policy.mean, state["stored_buffers_to_save.token_embedding_0_output_mean"].reshape(-1))
+    assert torch.equal(policy.var, state["stored_buffers_to_save.token_embedding_0_output_var"].reshape(-1))
+    assert policy.n_up == 512 and policy.mode == "reference"
+    save_namm(tmp_path / "w.safetensors", policy)
+    back = load_namm(tmp_path / "w.safetensors")
+    assert torch.equal(back.params, policy.params) and torch.equal(back.mean, policy.mean)
+    assert torch.equal(back.var, policy.var) and back.n_up == 512 and back.scorer == "bam"
+    assert load_namm(tmp_path / "w.safetensors", n_up=64, mode="ragged").n_up == 64
+    # the CLI does the same conversion
+    assert main(["import-reference", str(tmp_path / "ref.pt"), str(tmp_path / "cli.safetensors")]) == 0
+    assert torch.equal(load_namm(tmp_path / "cli.safetensors").params, state["mean"])
+
+
+class _Evil:
+    def __reduce__(self):
+        return (print, ("this would run code",))
+
+
+def test_code_running_pickle_is_refused(tmp_path):
+    with open(tmp_path / "evil.pt", "wb") as f:
+        pickle.dump({"evolution_state": _Evil()}, f)
+    with pytest.raises(CheckpointError, match="refused"):
+        import_reference(tmp_path / "evil.pt")
+
+
+def test_wrong_sizes_are_refused_naming_both_sides(tmp_path):
+    policy = NAMM(params=torch.randn(4172))
+    save_namm(tmp_path / "w.safetensors", policy)
+    t = load_file(tmp_path / "w.safetensors")
+    from safetensors import safe_open
+
+    with safe_open(str(tmp_path / "w.safetensors"), "pt") as f:
+        meta = f.metadata()
+    t["params"] = torch.randn(4000)
+    save_file(t, tmp_path / "bad.safetensors", metadata=meta)
+    with pytest.raises(CheckpointError, match="4172.*4000"):
+        load_namm(tmp_path / "bad.safetensors")
+    with pytest.raises(CheckpointError, match="not a NAMM weights file"):
+        save_file({"x": torch.zeros(1)}, tmp_path / "other.safetensors")
+        load_namm(tmp_path / "other.safetensors")
+    with pytest.raises(CheckpointError, match="import-reference"):
+        torch.save({}, tmp_path / "x.pt")
+        load_namm(tmp_path / "x.pt")
+
+
+def make_trace(path, n_up=32, updates=3, layers=2, heads=2, batch=2, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    tensors = {}
+    for u in range(updates):
+        n = (u + 1) * n_up
+        causal = torch.arange(n)[None, :] <= (u * n_up + torch.arange(n_up))[:, None]
+        for l in range(layers):
+            logits = 3 * torch.randn(batch, heads, n_up, n, generator=g)
+            tensors[f"attn.{u}.{l}"] = torch.softmax(logits.masked_fill(~causal, float("-inf")), -1)
+    meta = {"n_up": str(n_up), "num_updates": str(updates), "num_layers": str(layers),
+            "num_heads": str(heads), "batch": str(batch)}
+    save_file(tensors, path, metadata=meta)
+    return tensors
+
+
+@pytest.mark.parametrize("mode", ["reference", "ragged"])
+def test_replay_cli(tmp_path, mode):
+    make_trace(tmp_path / "trace.safetensors")
+    save_namm(tmp_path / "w.safetensors", NAMM(params=0.5 * torch.randn(4172, generator=torch.Generator().manual_seed(1))))
+    args = ["replay", "--policy", str(tmp_path / "w.safetensors"), "--trace", str(tmp_path / "trace.safetensors"),
+            "--out", str(tmp_path / "out.safetensors"), "--mode", mode]
+    assert main(args) == 0
+    out = load_file(tmp_path / "out.safetensors")
+    evicted = 0
+    for u in range(3):
+        for l in range(2):
+            pos, keep, s = out[f"positions.{u}.{l}"], out[f"keep.{u}.{l}"], out[f"scores.{u}.{l}"]
+            assert pos.dtype == torch.int64 and keep.dtype == torch.bool and s.dtype == torch.float32
+            assert pos.shape == keep.shape == s.shape and pos.shape[:2] == (2, 2)
+            live = pos >= 0
+            assert (pos.diff(dim=-1)[live[..., 1:]] > 0).all()  # increasing per head
+            newest = pos == (u + 1) * 32 - 1
+            assert keep[newest].all() and newest.sum() == 4  # newest kept in every (row, head)
+            assert (keep[live] == ((s[live] >= 0) | newest[live]))[...].all() or mode == "reference"
+            if mode == "reference":
+                counts = keep.sum(-1)
+                assert (counts == counts.flatten()[0]).all()  # equal counts over heads (and rows)
+            evicted += int((live & ~keep).sum())
+    assert evicted > 0
+
+
+def test_replay_errors_are_clear(tmp_path):
+    save_file({"attn.0.0": torch.zeros(1)}, tmp_path / "t.safetensors", metadata={"n_up": "32"})
+    assert main(["replay", "--policy", "full", "--trace", str(tmp_path / "t.safetensors"), "--out", str(tmp_path / "o")]) == 2
+
+
+def test_cli_help_explains_itself():
+    r = subprocess.run([sys.executable, "-m", "namm.cli", "--help"], capture_output=True, text=True)
+    assert r.returncode == 0 and "replay" in r.stdout and "import-reference" in r.stdout
