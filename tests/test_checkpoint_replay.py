@@ -124,3 +124,52 @@ def test_replay_errors_are_clear(tmp_path):
 def test_cli_help_explains_itself():
     r = subprocess.run([sys.executable, "-m", "namm.cli", "--help"], capture_output=True, text=True)
     assert r.returncode == 0 and "replay" in r.stdout and "import-reference" in r.stdout
+
+
+def test_replay_of_a_model_trace_reproduces_the_models_decisions(tiny_llama, tmp_path):
+    """Record the attention a NAMM saw inside the model as a trace; replay must make the same choices."""
+    import namm
+
+    n_up, updates = 32, 4
+    params = 0.4 * torch.randn(4172, generator=torch.Generator().manual_seed(2))
+    seen_rows, kept = {}, {}
+
+    class Recorder(NAMM):
+        def observe(self, layer, attn, qpos):
+            seen_rows.setdefault(layer.layer_idx, []).append((attn.clone(), layer.pos.clone(), qpos.clone()))
+            super().observe(layer, attn, qpos)
+
+        def select(self, layer, view):
+            keep = super().select(layer, view)
+            kept.setdefault(layer.layer_idx, []).append(sorted(layer.pos[0, 0][(keep & view.in_view)[0, 0]].tolist()))
+            return keep
+
+    policy = Recorder(n_up=n_up, params=params)
+    ids = torch.randint(3, 96, (1, n_up * updates), generator=torch.Generator().manual_seed(3))
+    with torch.no_grad(), namm.memory(tiny_llama, policy) as mem:
+        mem.forward(input_ids=ids)
+    heads = tiny_llama.config.num_key_value_heads
+    trace = {}
+    for l, chunks in seen_rows.items():
+        for attn, pos, qpos in chunks:
+            for i in range(attn.shape[2]):
+                p = int(qpos[0, i])
+                u = p // n_up
+                t = trace.setdefault(f"attn.{u}.{l}", torch.zeros(1, heads, n_up, (u + 1) * n_up))
+                live = (pos[0] >= 0) & (pos[0] <= p)  # [H, N]; later tokens of the chunk are not in view yet
+                for h in range(heads):
+                    t[0, h, p % n_up, pos[0, h][live[h]]] = attn[0, h, i][live[h]]
+    meta = {"n_up": str(n_up), "num_updates": str(updates), "num_layers": str(len(seen_rows)),
+            "num_heads": str(heads), "batch": "1"}
+    save_file(trace, tmp_path / "trace.safetensors", metadata=meta)
+    save_namm(tmp_path / "w.safetensors", NAMM(n_up=n_up, params=params))
+    assert main(["replay", "--policy", str(tmp_path / "w.safetensors"), "--trace", str(tmp_path / "trace.safetensors"),
+                 "--out", str(tmp_path / "out.safetensors")]) == 0
+    out = load_file(tmp_path / "out.safetensors")
+    n_evicted = 0
+    for l in range(len(seen_rows)):
+        for u in range(updates):
+            pos, keep = out[f"positions.{u}.{l}"][0, 0], out[f"keep.{u}.{l}"][0, 0]
+            assert sorted(pos[keep].tolist()) == kept[l][u]
+            n_evicted += int((~keep & (pos >= 0)).sum())
+    assert n_evicted > 0
