@@ -13,7 +13,8 @@ HF attention modules call ``cache.update(k, v)`` and then this function. It:
    (``pos_k <= pos_q``), post-softmax rows (fp32, averaged over each KV head's query heads) only if
    the policy needs them (otherwise SDPA, which returns no weights), then ``policy.observe``; at a
    boundary, ``layer.evict`` hides the dropped tokens from the queries that follow,
-5. compacts the layer's storage once at the end.
+5. compacts the layer's storage after each eviction (masks are position-based, so slot order only
+   has to stay increasing in position, which compaction preserves).
 """
 
 from __future__ import annotations
@@ -123,8 +124,9 @@ def memory_attention(
         at = boundary[:, e]
         if at.any():
             layer.evict(at, qp[:, -1])
+            layer.compact()  # later pieces attend over the kept tokens only
         s = e + 1
-    layer.compact()
+    layer.compact()  # drops padding slots too (no-op when every slot is live)
     out = outs[0] if len(outs) == 1 else torch.cat(outs, dim=2)
     return out.transpose(1, 2).contiguous(), None
 

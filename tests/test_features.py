@@ -65,3 +65,25 @@ def test_age_embedding_layout():
     np.testing.assert_allclose(e[1, :4].numpy(), np.sin(10 * w), rtol=1e-6)
     np.testing.assert_allclose(e[1, 4:].numpy(), np.cos(10 * w), rtol=1e-6)
     assert torch.equal(e[0], torch.tensor([0.0] * 4 + [1.0] * 4))
+
+
+def test_batched_frames_equal_frame_by_frame():
+    """The aligned fast path (one batched rFFT) and the general per-block path agree."""
+    g = torch.Generator().manual_seed(1)
+    policy = NAMM(n_up=64)
+    states = []
+    for path in ("aligned", "rows"):
+        layer = MemoryLayer(policy, 0)
+        gg = torch.Generator().manual_seed(1)
+        for chunk in (7, 40, 17, 1, 63):
+            dummy = torch.zeros(2, 3, chunk, 1)
+            layer.update(dummy, dummy)
+            qpos = layer.mark_padding(None)
+            attn = torch.rand(2, 3, chunk, layer.pos.shape[-1], generator=gg)
+            if path == "aligned":
+                policy._observe_aligned(layer.state, attn, int(qpos[0, 0]) % 16)
+            else:
+                policy._observe_rows(layer.state, attn, qpos)
+        states.append(layer.state)
+    for name in ("tail", "block", "ema"):
+        torch.testing.assert_close(states[0][name], states[1][name], rtol=1e-5, atol=1e-6)

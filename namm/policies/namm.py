@@ -78,6 +78,16 @@ class NAMM(MemoryPolicy):
         c = self.spectral
         st = layer.state
         real = qpos >= 0  # [B, q]
+        phase = qpos[:, :1] % c.hop
+        if c.tail == c.hop and bool(real.all()) and bool((phase == phase[:1]).all()):
+            self._observe_aligned(st, attn, int(phase[0, 0]))
+        else:
+            self._observe_rows(st, attn, qpos)
+
+    def _observe_rows(self, st: dict, attn: torch.Tensor, qpos: torch.Tensor) -> None:
+        """General path (padding, rows at different hop phases): one frame per completed hop block."""
+        c = self.spectral
+        real = qpos >= 0
         done = real & (qpos % c.hop == c.hop - 1)  # row completes a block at this query
         cuts = torch.nonzero(done.any(0)).flatten().tolist()
         if not cuts or cuts[-1] != attn.shape[2] - 1:
@@ -98,6 +108,23 @@ class NAMM(MemoryPolicy):
                 st["block"] = st["block"].masked_fill(r, 0.0)
             s = e + 1
 
+    def _observe_aligned(self, st: dict, attn: torch.Tensor, phase: int) -> None:
+        """Fast path (no padding, every row at the same hop phase, n_fft = 2 hop): all frames completed
+        by these queries in one batched rFFT instead of one per hop block. Same numbers as the loop."""
+        c = self.spectral
+        seq = torch.cat([st["block"][..., :phase], attn.permute(0, 1, 3, 2)], dim=-1)  # [B,H,N,phase+q]
+        nb = seq.shape[-1] // c.hop
+        if nb:
+            blocks = seq[..., : nb * c.hop].unflatten(-1, (nb, c.hop))  # [B,H,N,nb,hop]
+            prev = torch.cat([st["tail"][..., None, :], blocks[..., :-1, :]], dim=-2)
+            mag = torch.fft.rfft(torch.cat([prev, blocks], dim=-1) * c.window(attn.device), dim=-1).abs()
+            beta = c.ema**c.hop
+            w = (1 - beta) * beta ** torch.arange(nb - 1, -1, -1, device=attn.device, dtype=mag.dtype)
+            st["ema"] = beta**nb * st["ema"] + torch.einsum("bhnjf,j->bhnf", mag, w)
+            st["tail"] = blocks[..., -1, :].contiguous()
+        rest = seq[..., nb * c.hop :]
+        st["block"] = torch.nn.functional.pad(rest, (0, c.hop - rest.shape[-1]))
+
     # ---- scoring and selection -------------------------------------------------------------------
     def features(self, layer, view) -> torch.Tensor:
         """``[B, H, N, 25]`` = concat(age embedding (8), normalised spectrogram (17))."""
@@ -107,12 +134,18 @@ class NAMM(MemoryPolicy):
 
     def scores(self, layer, view) -> torch.Tensor:
         rows = view.rows
-        x = self.features(layer, view)[rows]
+        x = self.features(layer, view)[rows]  # [R, H, N, d]
+        in_view = view.in_view[rows]
+        # score only the tokens in view, packed to the front: BAM costs O(K^2) in the tokens it sees
+        k = int(in_view.sum(-1).max())
+        idx = torch.argsort((~in_view).to(torch.int8), dim=-1, stable=True)[..., :k]  # [R, H, K]
+        xk = x.gather(2, idx[..., None].expand(-1, -1, -1, x.shape[-1]))
         params = self.params.to(x.device)
         if params.dim() == 2:
             params = params[rows]
+        sk = self.net(xk, in_view.gather(2, idx), layer.pos[rows].gather(2, idx), params)
         s = torch.full(view.in_view.shape, float("-inf"), device=x.device)
-        s[rows] = self.net(x, view.in_view[rows], layer.pos[rows], params)
+        s[rows] = torch.full_like(in_view, float("-inf"), dtype=sk.dtype).scatter(2, idx, sk)
         return s
 
     def select(self, layer, view) -> torch.Tensor:
