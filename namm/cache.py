@@ -76,6 +76,7 @@ class MemoryLayer(CacheLayerMixin):
         self.slots = 0  # slots seen, padding included (what HF calls the sequence length)
         self.pending = 0  # slots appended by the last update, not yet classified by the attention
         self.history: list[dict] = []  # one entry per update: seen, kept per head (for statistics)
+        self.listeners: list = []  # fn(layer, view) called after every eviction (analysis, heat-maps)
         self.peak_slots = 0
 
     # ---- transformers CacheLayerMixin contract -------------------------------------------------
@@ -180,6 +181,8 @@ class MemoryLayer(CacheLayerMixin):
         self.valid = self.valid & keep
         kept = (self.valid & view.in_view).sum(-1)  # [B, H]
         self.history.append({"rows": rows.cpu(), "seen": view.seen.cpu(), "kept": kept.cpu()})
+        for fn in self.listeners:
+            fn(self, view)
 
     def compact(self) -> None:
         """Move each (row, head)'s live slots to the front and drop the trailing dead ones."""
@@ -208,6 +211,12 @@ class MemoryCache(Cache):
     def __init__(self, policy: "MemoryPolicy", num_layers: int) -> None:
         super().__init__(layers=[MemoryLayer(policy, i) for i in range(num_layers)])
         self.policy = policy
+
+    def add_listener(self, fn) -> None:
+        """Call ``fn(layer, view)`` after every eviction of every layer (``layer.valid`` is already
+        updated; compaction has not run yet)."""
+        for layer in self.layers:
+            layer.listeners.append(fn)
 
     # ---- statistics ----------------------------------------------------------------------------
     def cache_fraction(self) -> float:

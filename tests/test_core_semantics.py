@@ -79,18 +79,14 @@ def test_evictions_equal_explicit_per_head_masks(tiny_llama, policy):
     with torch.no_grad(), namm.memory(model, policy) as mem:
         kw = mem.cache_kwargs()
         cache = mem.last_cache
-        # record, per layer, the (head, position) pairs alive before and after each update
+        # record, per layer and update, the (head, position) pairs the policy dropped
         events = {i: [] for i in range(len(cache.layers))}
-        for layer in cache.layers:
-            orig = layer.evict
 
-            def evict(rows, newest_pos=None, layer=layer, orig=orig):
-                before = layer.valid.clone()
-                orig(rows, newest_pos)
-                gone = before & ~layer.valid
-                events[layer.layer_idx].append((int(newest_pos[0]), layer.pos[gone.nonzero(as_tuple=True)[:3]].clone(), gone.nonzero()[:, 1].clone()))
+        def record(layer, view):
+            gone = (view.in_view & ~layer.valid).nonzero()  # [k, 3] = (row, head, slot)
+            events[layer.layer_idx].append((int(view.newest_pos[0]), layer.pos[gone.unbind(1)].clone(), gone[:, 1]))
 
-            layer.evict = evict
+        cache.add_listener(record)
         logits = model(input_ids=ids, use_cache=True, **kw).logits
     n_evicted = sum(len(p) for ev in events.values() for _, p, _ in ev)
     assert n_evicted > 0, "the policy must evict something for this test to mean anything"
