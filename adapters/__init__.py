@@ -6,5 +6,10 @@ name can never shadow it.
 
 from .base import ADAPTERS, Adapter, adapter_for, register_adapter
 from .llama import LLAMA, LlamaFamily
+from .decision_transformer import DECISION_TRANSFORMER, DecisionTransformerAdapter, DTStepper
+from .llava_next_video import LLAVA_NEXT_VIDEO, LlavaNextVideoAdapter
 
-__all__ = ["ADAPTERS", "Adapter", "adapter_for", "register_adapter", "LLAMA", "LlamaFamily"]
+__all__ = [
+    "ADAPTERS", "Adapter", "adapter_for", "register_adapter", "LLAMA", "LlamaFamily",
+    "DECISION_TRANSFORMER", "DecisionTransformerAdapter", "DTStepper", "LLAVA_NEXT_VIDEO", "LlavaNextVideoAdapter",
+]

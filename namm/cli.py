@@ -68,6 +68,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("checkpoint", help="the reference .pt (read with torch.load(weights_only=True))")
     p.add_argument("out", help="output .safetensors")
     p.set_defaults(fn=cmd_import_reference)
+
+    from namm.envs.rollout import add_rollout_command
+
+    add_rollout_command(sub)
     return ap
 
 
