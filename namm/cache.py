@@ -219,12 +219,15 @@ class MemoryCache(Cache):
             layer.listeners.append(fn)
 
     # ---- statistics ----------------------------------------------------------------------------
-    def cache_fraction(self) -> float:
-        """Mean over layers, heads, updates (and rows) of kept tokens / tokens seen; 1.0 before any update."""
+    def cache_fraction(self, row: int | None = None) -> float:
+        """Mean over layers, heads, updates (and rows, or one ``row``) of kept tokens / tokens seen;
+        1.0 before any update."""
         fr = []
         for layer in self.layers:
             for h in layer.history:
-                rows = h["rows"]
+                rows = h["rows"].clone()
+                if row is not None:
+                    rows[torch.arange(rows.numel()) != row] = False
                 if rows.any():
                     fr.append((h["kept"][rows].float() / h["seen"][rows, None].float()).flatten())
         return float(torch.cat(fr).mean()) if fr else 1.0
