@@ -604,3 +604,20 @@ def build_zoo(out_dir: str | os.PathLike, tokenizer: Any, docs: Any, n: int, see
     return {name: write_jsonl(Path(out_dir) / f"{name}.jsonl",
                               ZOO_TASKS[name].generate(tokenizer, docs, n, seed, context_tokens))
             for name in (tasks or ZOO_TASKS)}
+
+
+def register_longbench_tasks() -> None:
+    """Make the zoo tasks (and their metrics) usable wherever LongBench tasks are: ``get_task``,
+    ``load_task`` on a folder written by :func:`build_zoo`, ``metrics.score`` and ``namm evolve``."""
+    from . import longbench, metrics
+
+    if "exact_contains" not in metrics.METRICS:
+        metrics.register_metric(
+            "exact_contains", lambda pred, truth, all_classes=None: exact_contains(pred, [truth]))
+    if "edit_sim" not in metrics.METRICS:
+        metrics.register_metric("edit_sim", metrics.code_sim_score)
+    for t in ZOO_TASKS.values():
+        if t.name not in longbench.TASKS:
+            longbench.register_task(longbench.TaskSpec(
+                name=t.name, metric=t.metric, max_new_tokens=t.max_new_tokens, prompt=t.prompt,
+                language="code" if t.name == "code_completion" else "en", category="zoo", chat_template=False))

@@ -72,10 +72,12 @@ def build_parser() -> argparse.ArgumentParser:
     from namm.envs.rollout import add_rollout_command
 
     from .evaluate import add_eval_command
+    from .evolution import add_evolve_command
     from .zoo import add_zoo_command
 
-    add_rollout_command(sub)
+    add_evolve_command(sub)
     add_eval_command(sub)
+    add_rollout_command(sub)
     add_zoo_command(sub)
     return ap
 

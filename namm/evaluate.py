@@ -21,22 +21,11 @@ from .policies import FullCache, MemoryPolicy
 __all__ = ["generate_answers", "score_task", "evaluate", "add_eval_command", "task_metric"]
 
 
-def _register_zoo_metrics() -> None:
-    from namm.envs import metrics
-
-    if "exact_contains" not in metrics.METRICS:
-        metrics.register_metric(
-            "exact_contains", lambda pred, truth, all_classes=None: float(truth.strip().casefold() in pred.casefold())
-        )
-    if "edit_sim" not in metrics.METRICS:
-        metrics.register_metric("edit_sim", metrics.code_sim_score)
-
-
 def task_metric(task: str) -> str:
     """Metric name of a zoo task or a LongBench task."""
-    from namm.envs.zoo_tasks import ZOO_TASKS
+    from namm.envs.zoo_tasks import ZOO_TASKS, register_longbench_tasks
 
-    _register_zoo_metrics()
+    register_longbench_tasks()
     return ZOO_TASKS[task].metric if task in ZOO_TASKS else task
 
 
@@ -106,7 +95,7 @@ def load_model(spec: str, device: str = "cpu"):
         spec = "lm"
     if (ZOO_DIR / spec / "config.json").exists():
         model, tok = load_zoo_lm(ZOO_DIR / spec)
-    elif Path(spec, "tokenizer", "tokenizer.json").exists():
+    elif Path(spec, "manifest.json").exists():
         model, tok = load_zoo_lm(spec)
     else:
         model = AutoModelForCausalLM.from_pretrained(spec).eval()

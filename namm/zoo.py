@@ -104,10 +104,10 @@ def build_data(cfg: LMTrainConfig, out: Path):
     from namm.envs.corpus import collect_corpus, train_tokenizer
 
     corpus = collect_corpus(max_bytes=cfg.corpus_mb * 1_000_000, seed=cfg.seed)
-    tok_dir = out / "tokenizer"
-    if not (tok_dir / "tokenizer.json").exists():
-        train_tokenizer(corpus, vocab_size=cfg.vocab, seed=cfg.seed).save_pretrained(tok_dir)
-    return corpus, AutoTokenizer.from_pretrained(tok_dir)
+    if not (out / "tokenizer.json").exists():
+        # beside the weights, so AutoTokenizer/AutoModel both load from the one folder
+        train_tokenizer(corpus, vocab_size=cfg.vocab, seed=cfg.seed).save_pretrained(out)
+    return corpus, AutoTokenizer.from_pretrained(out)
 
 
 def new_model(cfg: LMTrainConfig, tok):
@@ -214,8 +214,21 @@ def load_zoo_lm(path: str | Path = DEFAULT_LM, dtype: torch.dtype = torch.float3
     if not (path / "config.json").exists():
         raise FileNotFoundError(f"{path}: no zoo LM here; build it with `namm zoo train-lm --out {path}`")
     model = LlamaForCausalLM.from_pretrained(path, dtype=dtype).eval()
-    tok = AutoTokenizer.from_pretrained(path / "tokenizer")
+    tok = AutoTokenizer.from_pretrained(path)
     return model, tok
+
+
+def build_tasks(model_dir: str | Path, out: str | Path, n: int, seed: int, context_tokens: int,
+                corpus_mb: int = 24) -> Path:
+    """Write held-out zoo task instances (LongBench JSONL, one file per task) for ``namm evolve``/eval."""
+    from transformers import AutoTokenizer
+
+    from namm.envs.corpus import collect_corpus
+    from namm.envs.zoo_tasks import build_zoo
+
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    build_zoo(out, tok, collect_corpus(max_bytes=corpus_mb * 1_000_000), n, seed=seed, context_tokens=context_tokens)
+    return Path(out)
 
 
 def add_zoo_command(sub) -> None:
@@ -243,3 +256,11 @@ def add_zoo_command(sub) -> None:
         print(f"wrote {out} ({json.loads((out / 'manifest.json').read_text())['full_cache_scores']})")
 
     t.set_defaults(fn=run)
+
+    b = zsub.add_parser("build-tasks", help="write held-out zoo task instances as LongBench JSONL files")
+    b.add_argument("--model", default=str(DEFAULT_LM), help="zoo LM folder (its tokenizer sizes the contexts)")
+    b.add_argument("--out", required=True)
+    b.add_argument("--n", type=int, default=64, help="examples per task")
+    b.add_argument("--seed", type=int, default=0)
+    b.add_argument("--context-tokens", type=int, default=2048)
+    b.set_defaults(fn=lambda a: print(f"wrote {build_tasks(a.model, a.out, a.n, a.seed, a.context_tokens)}"))
