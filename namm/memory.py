@@ -33,6 +33,20 @@ class Memory:
         self.last_cache = self.adapter.new_cache(self.model, self.policy)
         return self.last_cache
 
+    def check_length(self, input_ids: torch.Tensor | None, max_new_tokens: int = 0) -> None:
+        """Refuse a prompt the model cannot position: keys keep their absolute positions, so eviction
+        does not extend the context window."""
+        if input_ids is None:
+            return
+        limit = getattr(self.adapter.text_config(self.model), "max_position_embeddings", None)
+        need = input_ids.shape[-1] + max_new_tokens
+        if limit is not None and need > limit:
+            raise ValueError(
+                f"prompt of {input_ids.shape[-1]} tokens + {max_new_tokens} new tokens exceeds the model's "
+                f"{limit} positions; truncate the prompt (namm.envs.longbench.truncate_middle) or extend "
+                "the context (e.g. a larger RoPE base and max_position_embeddings in the config)"
+            )
+
     def cache_kwargs(self) -> dict:
         """``{"cache" or "past_key_values": a new cache}`` for ``model(...)`` / ``model.generate(...)``."""
         return {self.adapter.cache_kwarg(self.model): self.new_cache()}
@@ -40,11 +54,13 @@ class Memory:
     @torch.no_grad()
     def generate(self, **kwargs):
         """``model.generate`` with a fresh memory cache (greedy/sampling; no beam search)."""
+        self.check_length(kwargs.get("input_ids"), kwargs.get("max_new_tokens") or 0)
         return self.model.generate(**kwargs, **self.cache_kwargs())
 
     @torch.no_grad()
     def forward(self, **kwargs):
         """One forward pass with a fresh memory cache (e.g. to score a prompt)."""
+        self.check_length(kwargs.get("input_ids"))
         return self.model(**kwargs, **self.cache_kwargs(), use_cache=True)
 
 
