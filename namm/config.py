@@ -231,9 +231,12 @@ class EvolveConfig:
 def _known_tasks() -> list[str]:
     from namm.envs.longbench import TASKS
 
+    from namm.envs.zoo_tasks import register_longbench_tasks
+
     from .evolution import register_synthetic_tasks  # the built-in synthetic tasks join the registry
 
     register_synthetic_tasks()
+    register_longbench_tasks()  # and the language-zoo tasks
     return list(TASKS)
 
 

@@ -53,6 +53,7 @@ class LMTrainConfig:
     threads: int = 0  # torch threads (0: leave as is)
     eval_examples: int = 8
     eval_context: int = 2048
+    init_from: str = ""  # continue from a trained zoo LM folder (its tokenizer and weights; fresh optimiser)
 
 
 class _TextStream:
@@ -146,8 +147,22 @@ def train_lm(cfg: LMTrainConfig, argv: list[str] | None = None) -> Path:
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
-    corpus, tok = build_data(cfg, out)
-    model = new_model(cfg, tok).train()
+    previous = {}
+    if cfg.init_from:
+        from transformers import AutoTokenizer, LlamaForCausalLM
+
+        src = Path(cfg.init_from)
+        previous = json.loads((src / "manifest.json").read_text()) if (src / "manifest.json").exists() else {}
+        from namm.envs.corpus import collect_corpus
+
+        corpus = collect_corpus(max_bytes=cfg.corpus_mb * 1_000_000, seed=cfg.seed)
+        tok = AutoTokenizer.from_pretrained(src)
+        model = LlamaForCausalLM.from_pretrained(src, dtype=torch.float32).train()
+        if src.resolve() != out.resolve():
+            tok.save_pretrained(out)
+    else:
+        corpus, tok = build_data(cfg, out)
+        model = new_model(cfg, tok).train()
     model.set_attn_implementation("sdpa")
     decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
     no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
@@ -157,6 +172,8 @@ def train_lm(cfg: LMTrainConfig, argv: list[str] | None = None) -> Path:
     rng = random.Random(cfg.seed)
     total = sum(s for _, _, s in cfg.stages)
     curve, step, tokens = [], 0, 0
+    # every train-lm run that built this model, oldest first (this run is appended at the end)
+    runs = previous.get("runs") or ([{k: previous.get(k) for k in ("command", "config")}] if previous else [])
     bar = tqdm(total=total, desc="train-lm", unit="step")
     for si, (seq_len, batch, steps) in enumerate(cfg.stages):
         mixture = training_mixture(tok, corpus, n=10**9, seed=cfg.seed * 1000 + si,
@@ -180,7 +197,7 @@ def train_lm(cfg: LMTrainConfig, argv: list[str] | None = None) -> Path:
             step += 1
             tokens += ids.numel()
             if step % 10 == 0 or step == total:
-                curve.append({"step": step, "seq_len": seq_len, "lm_loss": round(lm.item(), 4),
+                curve.append({"run": len(runs), "step": step, "seq_len": seq_len, "lm_loss": round(lm.item(), 4),
                               "answer_loss": round(ans_loss.item(), 4), "tokens": tokens,
                               "minutes": round((time.time() - t0) / 60, 2)})
                 bar.set_postfix(lm=f"{lm.item():.3f}", ans=f"{ans_loss.item():.3f}", L=seq_len)
@@ -197,9 +214,11 @@ def train_lm(cfg: LMTrainConfig, argv: list[str] | None = None) -> Path:
         "torch": torch.__version__,
         "data": corpus.stats() if hasattr(corpus, "stats") else {},
         "params": sum(p.numel() for p in model.parameters()),
-        "tokens_seen": tokens,
-        "train_minutes": round((time.time() - t0) / 60, 2),
-        "curve": curve,
+        "tokens_seen": previous.get("tokens_seen", 0) + tokens,
+        "train_minutes": round((time.time() - t0) / 60, 2) + previous.get("train_minutes", 0),
+        "curve": previous.get("curve", []) + curve,
+        "runs": runs + [{"command": "namm zoo train-lm " + " ".join(shlex.quote(a) for a in (argv or [])),
+                         "config": asdict(cfg)}],
         "full_cache_scores": {"context_tokens": cfg.eval_context, "examples": cfg.eval_examples, "scores": scores},
     }
     (out / "manifest.json").write_text(json.dumps(manifest, indent=1, default=str))
@@ -240,7 +259,7 @@ def add_zoo_command(sub) -> None:
     d = LMTrainConfig()
     for f in ("out", "seed", "corpus_mb", "vocab", "hidden", "layers", "heads", "kv_heads", "intermediate",
               "max_positions", "rope_theta", "lr", "warmup", "task_fraction", "answer_weight", "threads", "eval_examples",
-              "eval_context"):
+              "eval_context", "init_from"):
         t.add_argument("--" + f.replace("_", "-"), type=type(getattr(d, f)), default=getattr(d, f))
     t.add_argument("--stages", default=",".join(f"{a}x{b}x{c}" for a, b, c in d.stages),
                    help="curriculum as LENxBATCHxSTEPS,... (default %(default)s)")

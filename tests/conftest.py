@@ -27,3 +27,12 @@ def make_tiny_llama(family: str = "llama", layers: int = 2, heads: int = 4, kv_h
 @pytest.fixture(scope="module")
 def tiny_llama():
     return make_tiny_llama()
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny matrices: one intra-op thread is as fast, and much steadier when other jobs share the cores."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

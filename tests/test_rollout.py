@@ -18,13 +18,7 @@ STATE_DIM, ACT_DIM = 11, 3
 NO_FALL = {"terminate_when_unhealthy": False}  # a random DT falls within ~20 steps; keep episodes long
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # tiny matmuls: intra-op threads only add contention on a shared 2-core box
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
