@@ -8,7 +8,7 @@ import yaml
 
 from namm.config import ConfigError, EvolveConfig, config_from_dict, dump_config, load_config
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 PAPER = ROOT / "configs" / "evolve_paper.yaml"
 TINY = ROOT / "configs" / "evolve_tiny.yaml"
 
