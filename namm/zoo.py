@@ -53,6 +53,7 @@ class LMTrainConfig:
     threads: int = 0  # torch threads (0: leave as is)
     eval_examples: int = 8
     eval_context: int = 2048
+    tasks: str = ""  # comma-separated zoo tasks of the training mixture (default: all)
     init_from: str = ""  # continue from a trained zoo LM folder (its tokenizer and weights; fresh optimiser)
 
 
@@ -177,7 +178,8 @@ def train_lm(cfg: LMTrainConfig, argv: list[str] | None = None) -> Path:
     bar = tqdm(total=total, desc="train-lm", unit="step")
     for si, (seq_len, batch, steps) in enumerate(cfg.stages):
         mixture = training_mixture(tok, corpus, n=10**9, seed=cfg.seed * 1000 + si,
-                                   context_tokens=(seq_len // 4, int(seq_len * 0.85)))
+                                   context_tokens=(seq_len // 4, int(seq_len * 0.85)),
+                                   tasks=cfg.tasks.split(",") if cfg.tasks else None)
         for _ in range(steps):
             ids, ans = _batch(cfg, seq_len, batch, tok, stream, mixture, rng)
             logits = model(input_ids=ids).logits[:, :-1].float()
@@ -259,7 +261,7 @@ def add_zoo_command(sub) -> None:
     d = LMTrainConfig()
     for f in ("out", "seed", "corpus_mb", "vocab", "hidden", "layers", "heads", "kv_heads", "intermediate",
               "max_positions", "rope_theta", "lr", "warmup", "task_fraction", "answer_weight", "threads", "eval_examples",
-              "eval_context", "init_from"):
+              "eval_context", "tasks", "init_from"):
         t.add_argument("--" + f.replace("_", "-"), type=type(getattr(d, f)), default=getattr(d, f))
     t.add_argument("--stages", default=",".join(f"{a}x{b}x{c}" for a, b, c in d.stages),
                    help="curriculum as LENxBATCHxSTEPS,... (default %(default)s)")
