@@ -282,10 +282,10 @@ def _resolve_policy(spec: str, n_up: int, budget: float | int | None, mode: str 
     """``window``, a registered policy name, or a NAMM weights file (``.safetensors``; ``.pt`` = reference).
 
     Without a budget, the capped baselines (h2o, l2, streaming, recency, ...) get ``DT_DEFAULTS.budget``;
-    ``full``, ``namm`` by name (zero weights) and weights files run uncapped (the NAMM threshold decides).
+    ``full``, ``namm`` (the shipped weights) and weights files run uncapped (the NAMM threshold decides).
     """
-    from namm.checkpoint import import_reference, load_namm
-    from namm.policies import POLICIES, make_policy
+    from namm.checkpoint import resolve_policy
+    from namm.policies import POLICIES
 
     if spec == "window":
         if budget is not None:
@@ -298,11 +298,9 @@ def _resolve_policy(spec: str, n_up: int, budget: float | int | None, mode: str 
         if not (is_file or spec == "namm"):
             raise ValueError("--mode applies to NAMM policies only")
         over["mode"] = mode
-    if is_file:
-        return import_reference(p, **over) if p.suffix in (".pt", ".pth") else load_namm(p, **over)
-    if budget is None and spec not in ("full", "namm"):
+    if budget is None and not is_file and spec not in ("full", "namm"):
         over["budget"] = DT_DEFAULTS.budget
-    return make_policy(spec, **over)
+    return resolve_policy(spec, **over)
 
 
 def cmd_rollout(a: argparse.Namespace) -> None:

@@ -145,3 +145,28 @@ def import_reference(path: str | os.PathLike, **overrides) -> NAMM:
         return NAMM(**kw)
     except ValueError as e:
         raise CheckpointError(f"{path}: {e}") from None
+
+
+SHIPPED_NAMM = Path(__file__).parent / "weights" / "namm.safetensors"
+
+
+def resolve_policy(spec: str, **overrides):
+    """The policy a user names on a command line: a registry name (``h2o``, ``full``, ...), ``namm`` (the
+    shipped evolved weights), or a weights file (``.safetensors``; ``.pt`` = a reference checkpoint).
+    ``None`` overrides are dropped, so callers can pass optional flags straight through."""
+    from .policies import POLICIES, make_policy
+
+    kw = {k: v for k, v in overrides.items() if v is not None}
+    p = Path(spec)
+    if spec == "namm":
+        if not SHIPPED_NAMM.exists():
+            raise ValueError(
+                "no evolved NAMM weights are shipped yet (namm/weights/namm.safetensors); pass a weights file "
+                "from `namm evolve` (RUN/namm.safetensors) or a reference .pt instead of --policy namm"
+            )
+        p = SHIPPED_NAMM
+    elif spec in POLICIES:
+        return make_policy(spec, **kw)
+    elif p.suffix not in (".safetensors", ".pt", ".pth") and not p.exists():
+        raise ValueError(f"unknown policy {spec!r}: use one of {sorted(POLICIES)} or a weights file")
+    return import_reference(p, **kw) if p.suffix in (".pt", ".pth") else load_namm(p, **kw)

@@ -6,26 +6,15 @@ import argparse
 import sys
 from pathlib import Path
 
-from .selection import parse_budget
-
-
-def _policy_from_arg(spec: str, **kw):
-    """A policy name from the registry, or a path to NAMM weights (``.safetensors``; ``.pt`` = reference)."""
-    from .checkpoint import import_reference, load_namm
-    from .policies import POLICIES, make_policy
-
-    p = Path(spec)
-    if spec not in POLICIES and (p.suffix in (".safetensors", ".pt", ".pth") or p.exists()):
-        kw = {k: v for k, v in kw.items() if v is not None}
-        return import_reference(p, **kw) if p.suffix in (".pt", ".pth") else load_namm(p, **kw)
-    return make_policy(spec, **{k: v for k, v in kw.items() if v is not None})
 
 
 def cmd_replay(a: argparse.Namespace) -> None:
     from .replay import read_trace, replay_file
 
     meta, _ = read_trace(a.trace)
-    policy = _policy_from_arg(a.policy, n_up=meta["n_up"], mode=a.mode)
+    from .checkpoint import resolve_policy
+
+    policy = resolve_policy(a.policy, n_up=meta["n_up"], mode=a.mode)
     path = replay_file(policy, a.trace, a.out)
     print(f"replayed {policy.describe()} over {meta['num_updates']} updates x {meta['num_layers']} layers -> {path}")
 

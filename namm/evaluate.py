@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import functools
 import json
 from pathlib import Path
 
@@ -103,21 +104,23 @@ def load_model(spec: str, device: str = "cpu"):
     return model.to(device), tok
 
 
+@functools.lru_cache(maxsize=1)
+def _zoo_corpus():
+    """The offline corpus the zoo tasks are drawn from (built once per process)."""
+    from namm.envs.corpus import collect_corpus
+
+    return collect_corpus(max_bytes=24_000_000)
+
+
 def zoo_examples(tok, task: str, n: int, seed: int, context_tokens: int, data_dir: str | None = None) -> list[dict]:
     """Held-out examples of a zoo task (generated from the corpus with ``seed``) or LongBench JSONL."""
     from namm.envs.zoo_tasks import ZOO_TASKS
 
     if task in ZOO_TASKS:
-        from namm.envs.corpus import collect_corpus
-
-        corpus = _corpus_cache.get("c") or _corpus_cache.setdefault("c", collect_corpus(max_bytes=24_000_000))
-        return ZOO_TASKS[task].generate(tok, corpus, n, seed=seed, context_tokens=context_tokens)
+        return ZOO_TASKS[task].generate(tok, _zoo_corpus(), n, seed=seed, context_tokens=context_tokens)
     from namm.envs.longbench import load_task
 
     return load_task(task, data_dir=data_dir, limit=n)
-
-
-_corpus_cache: dict = {}
 
 
 def evaluate(model, tok, policy: MemoryPolicy, tasks: list[str], samples: int, seed: int, context_tokens: int,
@@ -163,7 +166,7 @@ def plot_score_vs_cache(rows: list[dict], path: Path) -> None:
 
 
 def cmd_eval(a: argparse.Namespace) -> None:
-    from .cli import _policy_from_arg
+    from .checkpoint import resolve_policy
     from .selection import parse_budget
 
     model, tok = load_model(a.model, a.device)
@@ -173,7 +176,7 @@ def cmd_eval(a: argparse.Namespace) -> None:
     examples = {t: zoo_examples(tok, t, a.samples, a.seed, a.context_tokens) for t in tasks}
     rows = []
     for name in names:
-        policy = _policy_from_arg(name, n_up=a.n_up, budget=parse_budget(a.budget) if name != "full" else None)
+        policy = resolve_policy(name, n_up=a.n_up, budget=parse_budget(a.budget) if name != "full" else None)
         res = evaluate(model, tok, policy, tasks, a.samples, a.seed, a.context_tokens, a.batch_size, examples)
         res["seed"], res["samples"], res["model"] = a.seed, a.samples, a.model
         write_results(out if len(names) == 1 else out / name.replace("/", "_"), res)

@@ -173,3 +173,18 @@ def test_replay_of_a_model_trace_reproduces_the_models_decisions(tiny_llama, tmp
             assert sorted(pos[keep].tolist()) == kept[l][u]
             n_evicted += int((~keep & (pos >= 0)).sum())
     assert n_evicted > 0
+
+
+def test_resolve_policy_names_files_and_shipped_weights(tmp_path, monkeypatch):
+    import namm.checkpoint as ck
+
+    assert ck.resolve_policy("h2o", n_up=64, budget=0.3, mode=None).budget == 0.3
+    save_namm(tmp_path / "w.safetensors", NAMM(params=torch.ones(4172)))
+    assert torch.equal(ck.resolve_policy(str(tmp_path / "w.safetensors"), n_up=48).params, torch.ones(4172))
+    monkeypatch.setattr(ck, "SHIPPED_NAMM", tmp_path / "missing.safetensors")
+    with pytest.raises(ValueError, match="no evolved NAMM weights are shipped yet"):
+        ck.resolve_policy("namm")
+    monkeypatch.setattr(ck, "SHIPPED_NAMM", tmp_path / "w.safetensors")
+    assert ck.resolve_policy("namm", n_up=256).n_up == 256
+    with pytest.raises(ValueError, match="unknown policy"):
+        ck.resolve_policy("nope")
