@@ -7,7 +7,6 @@ import sys
 from pathlib import Path
 
 
-
 def cmd_replay(a: argparse.Namespace) -> None:
     from .replay import read_trace, replay_file
 
