@@ -179,7 +179,7 @@ def cmd_eval(a: argparse.Namespace) -> None:
         policy = resolve_policy(name, n_up=a.n_up, budget=parse_budget(a.budget) if name != "full" else None)
         res = evaluate(model, tok, policy, tasks, a.samples, a.seed, a.context_tokens, a.batch_size, examples)
         res["seed"], res["samples"], res["model"] = a.seed, a.samples, a.model
-        write_results(out if len(names) == 1 else out / name.replace("/", "_"), res)
+        write_results(out if len(names) == 1 else out / Path(name).stem, res)
         rows.append({"name": Path(name).stem, **{k: res[k] for k in ("policy", "mean_score", "mean_cache_fraction")}})
         print(f"{res['policy']:50s} mean score {res['mean_score']:6.2f}  cache {res['mean_cache_fraction']:.3f}  "
               + "  ".join(f"{t}={v['score']:.1f}" for t, v in res["tasks"].items()))
