@@ -29,18 +29,23 @@ def run_demo(out: Path = Path("runs/demo"), prompt_len: int = 384, new_tokens: i
     model = tiny_llama(out / "tiny-llama", seed)
     g = torch.Generator().manual_seed(seed)
     ids = torch.randint(3, model.config.vocab_size, (1, prompt_len), generator=g)
-    # an untrained NAMM would evict nothing (zero weights); show a CMA-ES-like random sample instead
-    sample = 0.065 * torch.randn(NAMM().net.num_params, generator=g)
+    from .checkpoint import SHIPPED_NAMM, load_namm
+
+    if SHIPPED_NAMM.exists():  # the weights evolved on the language zoo, used zero-shot here
+        namm_policy, note = load_namm(SHIPPED_NAMM, n_up=n_up), "namm = the shipped weights (evolved on the language zoo), zero-shot"
+    else:  # zero weights would evict nothing: show a CMA-ES-scale random sample instead
+        sample = 0.065 * torch.randn(NAMM().net.num_params, generator=g)
+        namm_policy, note = NAMM(n_up=n_up, params=sample, mode="ragged"), "namm = a random CMA-ES-scale sample"
     policies: list[tuple[str, MemoryPolicy]] = [
         ("full", FullCache(n_up=n_up)),
         ("h2o", H2O(n_up=n_up, budget=budget)),
         ("l2", L2Norm(n_up=n_up, budget=budget)),
-        ("namm*", NAMM(n_up=n_up, params=sample, mode="ragged")),
+        ("namm", namm_policy),
     ]
     report = {}
     print(f"tiny Llama from {out / 'tiny-llama'} | prompt {prompt_len} tokens + {new_tokens} generated | "
           f"update every {n_up} tokens | budget {budget} for h2o/l2")
-    print("namm* = a random CMA-ES-scale sample (the evolved weights come with the language zoo)\n")
+    print(note + "\n")
     for name, policy in policies:
         with memory(model, policy) as mem:
             mem.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=new_tokens,
