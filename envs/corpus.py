@@ -24,10 +24,11 @@ import random
 import re
 import sys
 import sysconfig
-import tempfile
 import time
 from pathlib import Path
 from typing import Iterable, Iterator
+
+from namm.checkpoint import atomic_write
 
 __all__ = [
     "Document", "Corpus", "collect_corpus", "corpus_roots", "split_of",
@@ -160,10 +161,10 @@ class Corpus:
         """Write ``documents.jsonl`` and ``manifest.json`` (each atomically)."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        _atomic_write(directory / "documents.jsonl",
+        _write_text(directory / "documents.jsonl",
                       (json.dumps(dataclasses.asdict(d), ensure_ascii=False) + "\n" for d in self.docs))
         manifest = {**self.manifest, **self.stats()}
-        _atomic_write(directory / "manifest.json", [json.dumps(manifest, indent=2) + "\n"])
+        _write_text(directory / "manifest.json", [json.dumps(manifest, indent=2) + "\n"])
         return directory
 
     @classmethod
@@ -175,19 +176,13 @@ class Corpus:
         return cls(docs, manifest)
 
 
-def _atomic_write(path: Path, chunks: Iterable[str]) -> None:
-    """Write to a temp file in the same directory, then rename: readers never see half a file."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            for chunk in chunks:
-                f.write(chunk)
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; these are shareable data files
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+def _write_text(path: Path, chunks: Iterable[str]) -> Path:
+    """Write text chunks to ``path`` atomically (temp file + rename)."""
+    def write(tmp: str) -> None:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.writelines(chunks)
+
+    return atomic_write(path, write)
 
 
 def collect_corpus(max_bytes: int = 40_000_000, seed: int = 0, heldout_frac: float = 0.05,

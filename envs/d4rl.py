@@ -18,13 +18,14 @@ from __future__ import annotations
 
 import os
 import re
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from namm.checkpoint import atomic_write
 
 __all__ = [
     "REF_SCORES", "ENV_DIMS", "REQUIRED_KEYS", "D4RLDataset", "DatasetError", "canonical_env",
@@ -284,17 +285,13 @@ def write_dataset(path: str | os.PathLike[str], data: D4RLDataset | Mapping[str,
 
     path = Path(path)
     ds = validate_dataset(data.as_dict() if isinstance(data, D4RLDataset) else data, str(path))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
+
+    def write(tmp: str) -> None:
         with h5py.File(tmp, "w") as f:
             for k, v in ds.as_dict().items():
                 f.create_dataset(k, data=v, compression="gzip" if v.size > 1024 else None)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+
+    atomic_write(path, write)
     return path
 
 

@@ -45,7 +45,7 @@ from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 
-from .corpus import HELDOUT, TRAIN, Corpus, Document, _atomic_write
+from .corpus import HELDOUT, TRAIN, Corpus, Document, _write_text
 
 __all__ = [
     "ZooTask", "ZOO_TASKS", "DATASET2PROMPT", "DATASET2MAXLEN", "DATASET2METRIC",
@@ -589,7 +589,7 @@ def write_jsonl(path: str | os.PathLike, examples: Iterable[dict]) -> Path:
     """Write one JSON object per line, atomically (temp file + rename)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    _atomic_write(path, (json.dumps(ex, ensure_ascii=False) + "\n" for ex in examples))
+    _write_text(path, (json.dumps(ex, ensure_ascii=False) + "\n" for ex in examples))
     return path
 
 

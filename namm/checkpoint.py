@@ -31,13 +31,15 @@ class CheckpointError(ValueError):
 
 
 def atomic_write(path: str | os.PathLike, write) -> Path:
-    """Call ``write(tmp_path)`` then rename over ``path``: a crash never leaves a half-written file."""
+    """Call ``write(tmp_path)`` then rename over ``path``: a crash never leaves a half-written file.
+    The one temp-file-and-rename used for every file the project writes (weights, logs, data)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
         write(tmp)
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600; results and weights are meant to be shared
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
