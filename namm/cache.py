@@ -77,7 +77,6 @@ class MemoryLayer(CacheLayerMixin):
         self.pending = 0  # slots appended by the last update, not yet classified by the attention
         self.history: list[dict] = []  # one entry per update: seen, kept per head (for statistics)
         self.listeners: list = []  # fn(layer, view) called after every eviction (analysis, heat-maps)
-        self.peak_slots = 0
 
     # ---- transformers CacheLayerMixin contract -------------------------------------------------
     def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
@@ -116,7 +115,6 @@ class MemoryLayer(CacheLayerMixin):
         self.seen = self.seen + q
         self.slots += q
         self.pending = q
-        self.peak_slots = max(self.peak_slots, self.keys.shape[-2])
         _CURRENT.set(self)
         return self.keys, self.values
 

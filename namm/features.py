@@ -143,14 +143,3 @@ class RunningStats:
             raise RuntimeError("no samples were collected for the normalisation statistics")
         return self.mean.float(), self.var.float()
 
-
-def _check_period(n_up: int, cfg: SpectralConfig) -> None:
-    if n_up % cfg.hop:
-        raise ValueError(f"n_up={n_up} must be a multiple of the STFT hop {cfg.hop}")
-
-
-def frames_per_update(n_up: int, cfg: SpectralConfig) -> int:
-    """Number of STFT frames T in one update (32 for the reference's n_up=512, hop=16)."""
-    _check_period(n_up, cfg)
-    return n_up // cfg.hop
-
