@@ -285,3 +285,11 @@ def add_zoo_command(sub) -> None:
     b.add_argument("--seed", type=int, default=0)
     b.add_argument("--context-tokens", type=int, default=2048)
     b.set_defaults(fn=lambda a: print(f"wrote {build_tasks(a.model, a.out, a.n, a.seed, a.context_tokens)}"))
+
+    from namm.envs.rl_data import add_rl_data_command
+
+    add_rl_data_command(zsub)
+
+    from namm.zoo_dt import add_train_dt_command
+
+    add_train_dt_command(zsub)
