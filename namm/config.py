@@ -100,6 +100,7 @@ class EvolutionConfig:
     elite_ratio: float = 0.5  # mu = population * elite_ratio parents, log-rank weights
     sigma0: float = 0.065
     mean0: float = 0.0
+    init_from: str | None = None  # NAMM weights (.safetensors, or "shipped") to start the mean from, instead of mean0
     active: bool = True  # active CMA: negative weights for the worst members
     seed: int = 0
     generations: int | None = None
@@ -117,6 +118,9 @@ class EvolutionConfig:
             _require(self.generations >= 0, f"{at}.generations", self.generations, "use a non-negative int")
         _require(self.eval_mean_every >= 0, f"{at}.eval_mean_every", self.eval_mean_every, "use 0 (never) or N >= 1")
         _require(self.min_reference >= 0, f"{at}.min_reference", self.min_reference, "use a non-negative score")
+        if self.init_from not in (None, "shipped"):
+            _require(Path(self.init_from).is_file(), f"{at}.init_from", self.init_from,
+                     "give an existing NAMM .safetensors file, 'shipped' (the packaged weights) or null")
 
 
 @dataclass

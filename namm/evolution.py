@@ -645,7 +645,28 @@ class Evolution:
             "randn": _Randn(ev.seed),
             "verbose": -9, "verb_disp": 0, "verb_log": 0,  # no console output, no outcmaes/ files
         }
-        return cma.CMAEvolutionStrategy(np.full(self.num_params, ev.mean0), ev.sigma0, opts)
+        return cma.CMAEvolutionStrategy(self.initial_mean(), ev.sigma0, opts)
+
+    def _init_policy(self):
+        """The NAMM of ``evolution.init_from`` (None without one), checked against the ``namm`` section."""
+        ev = self.cfg.evolution
+        if ev.init_from is None:
+            return None
+        from .checkpoint import SHIPPED_NAMM, load_namm
+
+        pol = load_namm(SHIPPED_NAMM if ev.init_from == "shipped" else Path(ev.init_from))
+        if pol.params.numel() != self.num_params:
+            raise ValueError(f"evolution.init_from={ev.init_from}: {pol.params.numel()} parameters, but namm "
+                             f"({self.cfg.namm.scorer}, hidden {self.cfg.namm.hidden}) has {self.num_params}; "
+                             "match the namm section to the file's scorer")
+        return pol
+
+    def initial_mean(self) -> np.ndarray:
+        """``[P]`` float64: ``evolution.mean0`` everywhere, or the parameters of ``evolution.init_from``."""
+        pol = self._init_policy()
+        if pol is None:
+            return np.full(self.num_params, self.cfg.evolution.mean0)
+        return pol.params.detach().double().reshape(-1).numpy()
 
     def batch(self, generation: int) -> dict[str, list[int]]:
         """This generation's prompts per task of the current stage."""
@@ -749,7 +770,11 @@ class Evolution:
             self.out.mkdir(parents=True, exist_ok=True)
             (self.out / "config.yaml").write_text(dump_config(self.cfg))
         if self.norm is None:  # frozen once, from the first generation's prompts (spec §2.5)
-            self.norm = self.collect_stats(self.batch(0))
+            pol = self._init_policy()  # a warm start keeps the statistics its parameters were evolved with
+            if pol is not None and pol.mean is not None:
+                self.norm = (pol.mean.clone(), pol.var.clone())
+            else:
+                self.norm = self.collect_stats(self.batch(0))
         if self.es is None:
             self.es = self.new_optimizer()
         done_here, interrupted, saved = 0, None, True

@@ -252,3 +252,18 @@ def test_stages_continue_one_optimizer_and_resume_across_a_boundary(tmp_path, mo
     resumed = evolve(cfg, model=model, resume=True)
     assert fitness_curve(resumed.history) == fitness_curve(straight.history)
     assert np.array_equal(resumed.mean, straight.mean)
+
+
+def test_warm_start_from_a_weights_file(runs, tmp_path, model):
+    """evolution.init_from: the first CMA-ES mean and the frozen statistics are the file's."""
+    src = runs["root"] / "batched" / "namm.safetensors"
+    ev = Evolution(cfg_for(tmp_path / "warm", f"evolution.init_from={src}", "stages.0.generations=1"), model=model)
+    start = load_namm(src)
+    assert np.allclose(ev.new_optimizer().mean, start.params.double().numpy())
+    evolve(cfg_for(tmp_path / "warm2", f"evolution.init_from={src}", "stages.0.generations=1"), model=model)
+    done = load_namm(tmp_path / "warm2" / "namm.safetensors")
+    assert torch.equal(done.mean, start.mean) and torch.equal(done.var, start.var)
+    with pytest.raises(Exception, match="init_from"):
+        cfg_for(tmp_path / "x", f"evolution.init_from={tmp_path / 'missing.safetensors'}")
+    with pytest.raises(ValueError, match="588|4172"):  # hidden 4 here vs the full-size shipped BAM
+        Evolution(cfg_for(tmp_path / "y", "evolution.init_from=shipped"), model=model).new_optimizer()
