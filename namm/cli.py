@@ -61,12 +61,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     from .evaluate import add_eval_command
     from .evolution import add_evolve_command
+    from .pipeline import add_pipeline_command
     from .zoo import add_zoo_command
 
     add_evolve_command(sub)
     add_eval_command(sub)
     add_rollout_command(sub)
     add_zoo_command(sub)
+    add_pipeline_command(sub)
     return ap
 
 

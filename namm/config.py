@@ -52,7 +52,7 @@ class ModelConfig:
     built (the paper's fixed NTK base: theta = 500000 * 7**(128/126) ~ 3.61e6, 32768 positions).
     """
 
-    name: str = TINY_MODEL
+    name: str = TINY_MODEL  # or "zoo" (the shipped zoo LM), a local folder, an HF id
     tokenizer: str | None = None  # default: the model's own (a char tokenizer for tiny-random)
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
     device: str = "auto"  # "auto" (cuda if available), "cpu", "cuda" or "cuda:N"
@@ -136,14 +136,17 @@ class TaskDataConfig:
     """Where one task's examples come from and how prompts are cut.
 
     ``source``: ``"longbench"`` reads ``{data_dir}/{task}.jsonl`` (``data_dir`` null: ``$LONGBENCH_DIR``);
-    ``"synthetic"`` generates ``examples`` examples of a built-in synthetic task (seeded by ``seed``).
+    ``"synthetic"`` generates ``examples`` examples of a built-in synthetic task (seeded by ``seed``);
+    ``"zoo"`` generates ``examples`` instances of a language-zoo task from the offline corpus (``seed``,
+    ``context_tokens``), so a fresh clone needs no ``namm zoo build-tasks`` folder.
     """
 
-    source: Literal["longbench", "synthetic"] = "longbench"
+    source: Literal["longbench", "synthetic", "zoo"] = "longbench"
     data_dir: str | None = None
     limit: int | None = None  # keep the first N examples of the file
-    examples: int = 64  # synthetic only
-    seed: int = 0  # synthetic only
+    examples: int = 64  # synthetic / zoo only
+    seed: int = 0  # synthetic / zoo only
+    context_tokens: int = 2048  # zoo only
     samples: int = 64  # prompts drawn per generation (the same for every member)
     max_prompt_tokens: int = 6500  # longer prompts are cut in the middle
     max_new_tokens: int | None = None  # default: the task's own
@@ -152,6 +155,7 @@ class TaskDataConfig:
         if self.limit is not None:
             _require(self.limit >= 1, f"{at}.limit", self.limit, "use a positive count (or null for all)")
         _require(self.examples >= 1, f"{at}.examples", self.examples, "use a positive count")
+        _require(self.context_tokens >= 128, f"{at}.context_tokens", self.context_tokens, "use at least 128 tokens")
         _require(self.samples >= 1, f"{at}.samples", self.samples, "use a positive count")
         _require(self.max_prompt_tokens >= 2, f"{at}.max_prompt_tokens", self.max_prompt_tokens, "use at least 2 tokens")
         if self.max_new_tokens is not None:
@@ -225,6 +229,11 @@ class EvolveConfig:
                 _require(st.generations >= 0, f"{at}.generations", st.generations, "use a non-negative int")
         for name, d in self.data.items():
             d.check(f"data.{name}")
+            if d.source == "zoo":
+                from namm.envs.zoo_tasks import ZOO_TASKS
+
+                _require(name in ZOO_TASKS, f"data.{name}.source", "zoo",
+                         f"'zoo' generates language-zoo tasks only ({', '.join(ZOO_TASKS)})")
         if self.run.batched_population and self.namm.mode == "reference":
             raise ConfigError(
                 "run.batched_population: true with namm.mode: 'reference' would couple population members "

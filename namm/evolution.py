@@ -183,7 +183,14 @@ def load_hf_model(mc: ModelConfig, device: torch.device):
 
 
 def load_model(mc: ModelConfig, device: torch.device):
-    """``(model, tokenizer)``: the tiny random model (char tokenizer), or a Hugging Face model + tokenizer."""
+    """``(model, tokenizer)``: the tiny random model (char tokenizer), or a Hugging Face model + tokenizer
+    (``zoo``: the shipped zoo language model)."""
+    if mc.name == "zoo":
+        import dataclasses
+
+        from .zoo import DEFAULT_LM
+
+        mc = dataclasses.replace(mc, name=str(DEFAULT_LM))
     if mc.name == TINY_MODEL:
         model = tiny_random_llama(mc.seed, rope_theta=mc.rope_theta, max_position_embeddings=mc.max_position_embeddings)
         return model.to(device=device, dtype=getattr(torch, mc.dtype)), CharTokenizer(model.config.vocab_size)
@@ -319,7 +326,7 @@ class TaskData:
         return sorted(rng.choice(n, size=self.samples, replace=False).tolist())
 
 
-def load_tasks(cfg: EvolveConfig) -> dict[str, TaskData]:
+def load_tasks(cfg: EvolveConfig, tokenizer=None) -> dict[str, TaskData]:
     from namm.envs.longbench import get_task, load_task
     from namm.envs.zoo_tasks import register_longbench_tasks
 
@@ -332,6 +339,12 @@ def load_tasks(cfg: EvolveConfig) -> dict[str, TaskData]:
         spec = get_task(name)
         if d.source == "synthetic":
             examples = synthetic_examples(name, d.examples, d.seed)
+        elif d.source == "zoo":  # generated from the offline corpus, sized by the model's tokenizer
+            from .evaluate import zoo_examples
+
+            if tokenizer is None:
+                raise ValueError(f"data.{name}.source=zoo needs the model's tokenizer")
+            examples = zoo_examples(tokenizer, name, d.examples, d.seed, d.context_tokens)
         else:
             examples = load_task(name, data_dir=d.data_dir, limit=d.limit)
         tasks[name] = TaskData(name, spec, examples, d.samples, d.max_prompt_tokens,
@@ -460,7 +473,7 @@ class Evolution:
         gen_eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
         eos = {tokenizer.eos_token_id} | set(gen_eos if isinstance(gen_eos, list) else [gen_eos])
         self.eos_ids = {e for e in eos if e is not None}
-        self.tasks = load_tasks(cfg)
+        self.tasks = load_tasks(cfg, tokenizer)
         self.spectral = SpectralConfig(n_fft=cfg.namm.n_fft, hop=cfg.namm.hop, ema=cfg.namm.ema)
         # run state (all of it goes into state.pkl)
         self.norm: tuple[torch.Tensor, torch.Tensor] | None = None  # frozen (mean, var)

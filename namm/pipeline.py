@@ -1,0 +1,522 @@
+"""``namm pipeline``: evolve on language -> evaluate on the language zoo -> zero-shot video QA and Gym
+rollouts -> one report folder.
+
+One NAMM weights file flows through every stage unchanged. In each modality the NAMM runs first; the
+capped baselines then run at the NAMM's *measured* mean cache fraction for that task, so every row of the
+transfer table compares policies at the same memory. The report folder holds::
+
+    OUT/config.yaml        the resolved config (re-run it with --config OUT/config.yaml)
+    OUT/results.json       every row: modality, task, policy, score, mean_cache_fraction (+ provenance)
+    OUT/table.csv          the same rows, flat
+    OUT/report.md          the transfer table, the plots, the machine and how to scale up
+    OUT/evolve/            the evolution run (fitness.png, log, namm.safetensors), when it evolved
+    OUT/language/ OUT/rl/  per-stage results.json / CSV / plots
+
+The dataclass defaults below ARE the embedded default (``make demo``): a short warm-started evolution and
+small samples that finish on a 2-core CPU in minutes. ``configs/pipeline_*.yaml`` are the larger ones.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import platform
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+import yaml
+
+from .checkpoint import SHIPPED_NAMM, atomic_write, resolve_policy
+from .config import ConfigError, _build, _copy_tree, _require, apply_overrides
+
+__all__ = ["PipelineConfig", "load_pipeline_config", "run_pipeline", "add_pipeline_command", "TABLE_POLICIES"]
+
+TABLE_POLICIES = ("full", "window", "namm", "h2o", "l2", "streamingllm")  # report column order
+
+
+# --------------------------------------------------------------------------- config
+# The embedded evolution of `make demo`: continue from the shipped weights for 2 short generations on the
+# language zoo (instances generated from the offline corpus with seed 0; evaluation uses seed 1000).
+DEMO_EVOLVE: dict[str, Any] = {
+    "model": {"name": "zoo", "dtype": "float32", "device": "cpu", "seed": 0},
+    "namm": {"scorer": "bam", "mode": "ragged", "n_up": 256},
+    "evolution": {"population": 4, "sigma0": 0.02, "init_from": "shipped", "seed": 0, "eval_mean_every": 0},
+    "stages": [{"tasks": ["code_completion"], "generations": 2}],
+    "data": {"code_completion": {"source": "zoo", "examples": 4, "samples": 2, "seed": 0,
+                                 "context_tokens": 1024, "max_prompt_tokens": 1100}},
+    "run": {"batched_population": True, "batch_size": 8, "checkpoint_every": 1},
+}
+
+
+@dataclass
+class EvolveStage:
+    """``weights``: ``evolve`` (run ``config``, or the embedded :data:`DEMO_EVOLVE` when null, plus
+    ``overrides``), ``shipped``, or a NAMM weights file."""
+
+    weights: str = "evolve"
+    config: str | None = None
+    overrides: list[str] = field(default_factory=list)
+
+    def check(self, at: str) -> None:
+        if self.weights not in ("evolve", "shipped"):
+            _require(Path(self.weights).is_file(), f"{at}.weights", self.weights,
+                     "use 'evolve', 'shipped' or an existing NAMM .safetensors / reference .pt file")
+        if self.weights == "evolve":
+            self.evolve_config("runs/check")  # validates the evolve config + overrides before anything runs
+
+    def evolve_config(self, out: str, extra: Sequence[str] = ()):
+        """The resolved :class:`~namm.config.EvolveConfig` of this stage, written to ``out``."""
+        from .config import config_from_dict, load_config
+
+        over = [*self.overrides, f"run.out={out}", *extra]
+        try:
+            return config_from_dict(DEMO_EVOLVE, over) if self.config is None else load_config(self.config, over)
+        except ConfigError as e:
+            raise ConfigError(f"evolve (config {self.config or 'embedded'}, overrides {self.overrides}): {e}") from None
+
+
+@dataclass
+class LanguageStage:
+    enabled: bool = True
+    model: str = "zoo"  # zoo | a zoo folder name | a local path | an HF id
+    tasks: list[str] = field(default_factory=lambda: ["kv_retrieval", "passage_retrieval", "code_completion", "qa_f1"])
+    samples: int = 6
+    seed: int = 1000  # held-out instances: evolution draws with seeds 0..
+    context_tokens: int = 1536
+    data_dir: str | None = None  # LongBench JSONL folder for LongBench task names (default: $LONGBENCH_DIR)
+    batch_size: int = 2
+    n_up: int | None = None  # default: the weights' own
+
+    def check(self, at: str) -> None:
+        _require(self.samples >= 1, f"{at}.samples", self.samples, "use at least 1")
+        _require(len(self.tasks) >= 1, f"{at}.tasks", self.tasks, "list at least one task")
+        _require(self.context_tokens >= 128, f"{at}.context_tokens", self.context_tokens, "use >= 128 tokens")
+        from .config import _known_tasks
+
+        known = _known_tasks()
+        for t in self.tasks:
+            _require(t in known, f"{at}.tasks", t, f"use zoo or LongBench task names ({', '.join(sorted(known))})")
+
+
+@dataclass
+class VideoStage:
+    enabled: bool = False
+    model: str = "zoo"
+    frames: int = 16
+    samples: int = 16
+    seed: int = 1000
+
+    def check(self, at: str) -> None:
+        _require(self.frames >= 1 and self.samples >= 1, f"{at}.frames/samples", (self.frames, self.samples),
+                 "use positive counts")
+
+
+@dataclass
+class RLStage:
+    enabled: bool = True
+    envs: list[str] = field(default_factory=lambda: ["hopper", "halfcheetah", "walker2d"])
+    levels: list[str] = field(default_factory=lambda: ["medium"])
+    models: dict[str, str] = field(default_factory=dict)  # "env-level" -> DT folder / HF id (default: the zoo's)
+    episodes: int = 3
+    seed: int = 0
+    max_ep_len: int = 1000
+    n_envs: int = 3
+    n_up: int = 48
+
+    def check(self, at: str) -> None:
+        from namm.envs.gym_envs import GYM_IDS
+
+        for e in self.envs:
+            _require(e in GYM_IDS, f"{at}.envs", e, f"use env names from {sorted(GYM_IDS)}")
+        _require(self.episodes >= 1, f"{at}.episodes", self.episodes, "use at least 1")
+        _require(self.n_up % 3 == 0, f"{at}.n_up", self.n_up, "use a multiple of 3 (whole R, s, a steps)")
+
+
+@dataclass
+class PipelineConfig:
+    out: str = "runs/pipeline"
+    device: str = "cpu"  # "cpu", "cuda", "auto"
+    dtype: str = "float32"  # language/video model dtype: float32 | bfloat16
+    baselines: list[str] = field(default_factory=lambda: ["h2o", "l2", "streamingllm"])
+    evolve: EvolveStage = field(default_factory=EvolveStage)
+    language: LanguageStage = field(default_factory=LanguageStage)
+    video: VideoStage = field(default_factory=VideoStage)
+    rl: RLStage = field(default_factory=RLStage)
+    progress: bool = True
+
+    def check(self) -> None:
+        from .policies import POLICIES
+
+        for b in self.baselines:
+            _require(b in POLICIES and b not in ("full", "namm"), "baselines", b,
+                     f"use capped baselines from {sorted(set(POLICIES) - {'full', 'namm'})}")
+        _require(self.dtype in ("float32", "bfloat16"), "dtype", self.dtype, "use float32 or bfloat16")
+        self.evolve.check("evolve")
+        self.language.check("language")
+        self.video.check("video")
+        self.rl.check("rl")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def load_pipeline_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -> PipelineConfig:
+    """The embedded default (``path=None``) or a YAML file, plus ``a.b=value`` overrides; validated."""
+    data: Any = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"pipeline config {str(path)!r} not found")
+        try:
+            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{path}: not valid YAML ({e})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the pipeline config must be a mapping of sections")
+    data = apply_overrides(_copy_tree(data), overrides)
+    try:
+        cfg = _build(PipelineConfig, data, "")
+        cfg.check()
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}" if path else str(e)) from None
+    return cfg
+
+
+# --------------------------------------------------------------------------- helpers
+def _device(cfg: PipelineConfig) -> str:
+    return ("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto" else cfg.device
+
+
+def _write_text(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return atomic_write(path, lambda tmp: Path(tmp).write_text(text))
+
+
+def _row(modality: str, task: str, policy: str, score: float, frac: float, **extra) -> dict[str, Any]:
+    return {"modality": modality, "task": task, "policy": policy, "score": float(score),
+            "mean_cache_fraction": float(frac), **extra}
+
+
+def _matched_budget(frac: float) -> float | None:
+    """A baseline's budget at the NAMM's measured cache fraction (None = uncapped when it kept everything)."""
+    return None if frac >= 0.999 else max(frac, 1e-3)
+
+
+# --------------------------------------------------------------------------- stages
+def stage_weights(cfg: PipelineConfig, out: Path) -> tuple[Path, dict[str, Any]]:
+    """Evolve (or pick) the NAMM weights every later stage uses unchanged."""
+    ev = cfg.evolve
+    if ev.weights == "shipped":
+        return SHIPPED_NAMM, {"source": "shipped", "path": str(SHIPPED_NAMM)}
+    if ev.weights != "evolve":
+        return Path(ev.weights), {"source": "file", "path": ev.weights}
+    from .evolution import evolve
+
+    print(f"[1/4] evolve: {ev.config or 'the embedded demo evolution'} {' '.join(ev.overrides)}")
+    t0 = time.time()
+    res = evolve(ev.evolve_config(str(out / "evolve"), [f"run.progress={str(cfg.progress).lower()}",
+                                                         f"model.device={_device(cfg)}", f"model.dtype={cfg.dtype}"]))
+    path = out / "evolve" / "namm.safetensors"
+    info = {"source": "evolved", "path": str(path), "config": ev.config, "overrides": ev.overrides,
+            "generations": int(getattr(res, "generation", 0)), "wall_s": round(time.time() - t0, 1)}
+    return path, info
+
+
+def _kept_heatmap(model, tok, policy, prompt: str, path: Path, title: str) -> None:
+    """Which prompt positions each layer still holds after one NAMM generation (fraction of heads)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from . import memory
+
+    ids = tok(prompt, return_tensors="pt")["input_ids"][:, -2048:].to(model.device)
+    with memory(model, policy) as mem:
+        mem.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=8, do_sample=False,
+                     pad_token_id=tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id)
+    cache = mem.last_cache
+    n = int(max(int(l.pos[l.valid].max()) for l in cache.layers if l.valid.any())) + 1
+    grid = torch.zeros(len(cache.layers), n)
+    for i, layer in enumerate(cache.layers):
+        pos, valid = layer.pos[0].cpu(), layer.valid[0].cpu()  # [H, N]
+        for h in range(pos.shape[0]):
+            grid[i, pos[h][valid[h]]] += 1.0 / pos.shape[0]
+    fig, ax = plt.subplots(figsize=(8, 2 + 0.3 * len(cache.layers)))
+    im = ax.imshow(grid.numpy(), aspect="auto", interpolation="nearest", cmap="viridis", vmin=0, vmax=1)
+    ax.set_xlabel("token position")
+    ax.set_ylabel("layer")
+    ax.set_title(title)
+    fig.colorbar(im, ax=ax, label="fraction of heads keeping it")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def stage_language(cfg: PipelineConfig, weights: Path, out: Path) -> list[dict[str, Any]]:
+    from .evaluate import evaluate, load_model, plot_score_vs_cache, write_results, zoo_examples
+    from .policies import FullCache
+
+    lc = cfg.language
+    dev = _device(cfg)
+    model, tok = load_model(lc.model, dev)
+    if cfg.dtype == "bfloat16":
+        model = model.to(torch.bfloat16)
+    print(f"[2/4] language: {lc.model} on {lc.tasks}, {lc.samples} held-out samples (seed {lc.seed}), "
+          f"{lc.context_tokens} tokens")
+    examples = {t: zoo_examples(tok, t, lc.samples, lc.seed, lc.context_tokens, lc.data_dir) for t in lc.tasks}
+    namm = resolve_policy(str(weights), n_up=lc.n_up)
+    n_up = namm.n_up
+    rows: list[dict[str, Any]] = []
+    per_policy: dict[str, dict[str, Any]] = {}
+
+    def run(name: str, policy, tasks: list[str]) -> dict[str, Any]:
+        res = evaluate(model, tok, policy, tasks, lc.samples, lc.seed, lc.context_tokens, lc.batch_size, examples,
+                       progress=cfg.progress)
+        agg = per_policy.setdefault(name, {"policy": name, "tasks": {}})
+        agg["tasks"].update(res["tasks"])
+        for t, v in res["tasks"].items():
+            rows.append(_row("language", t, name, v["score"], v["mean_cache_fraction"], n=v["n"],
+                             describe=res["policy"]))
+        return res
+
+    nres = run("namm", namm, lc.tasks)
+    run("full", FullCache(n_up=n_up), lc.tasks)
+    for t in lc.tasks:
+        budget = _matched_budget(nres["tasks"][t]["mean_cache_fraction"])
+        for b in cfg.baselines:
+            run(b, resolve_policy(b, n_up=n_up, budget=budget), [t])
+    summary = []
+    for name, agg in per_policy.items():
+        ts = agg["tasks"].values()
+        agg["mean_score"] = sum(v["score"] for v in ts) / len(ts)
+        agg["mean_cache_fraction"] = sum(v["mean_cache_fraction"] for v in ts) / len(ts)
+        agg.update(seed=lc.seed, samples=lc.samples, model=lc.model)
+        write_results(out / "language" / name, agg)
+        summary.append({"name": name, "policy": name, "mean_score": agg["mean_score"],
+                        "mean_cache_fraction": agg["mean_cache_fraction"]})
+    plot_score_vs_cache(summary, out / "language" / "score_vs_cache.png")
+    ex = examples[lc.tasks[0]][0]
+    from namm.envs.zoo_tasks import ZOO_TASKS, format_prompt
+
+    prompt = format_prompt(lc.tasks[0], ex) if lc.tasks[0] in ZOO_TASKS else ex.get("context", "")
+    _kept_heatmap(model, tok, namm, prompt, out / "language" / "namm_kept.png",
+                  f"NAMM: prompt tokens kept after one {lc.tasks[0]} generation")
+    return rows
+
+
+def stage_video(cfg: PipelineConfig, weights: Path, out: Path) -> tuple[list[dict[str, Any]], str | None]:
+    """Zero-shot video QA; returns (rows, reason it did not run)."""
+    import namm.weights
+
+    vc = cfg.video
+    zoo = Path(namm.weights.__file__).parent / "zoo" / "video"
+    if vc.model == "zoo" and not (zoo / "config.json").is_file():
+        return [], ("no zoo video model is shipped yet (namm/weights/zoo/video/); set video.model to a "
+                    "LLaVA-NeXT-Video folder or HF id")
+    from namm.envs.video_eval import evaluate_video_policies  # noqa: PLC0415 - optional stage
+
+    print(f"[3/4] video: {vc.model}, {vc.samples} questions, {vc.frames} frames")
+    return evaluate_video_policies(cfg, weights, out / "video"), None
+
+
+def stage_rl(cfg: PipelineConfig, weights: Path, out: Path) -> list[dict[str, Any]]:
+    from namm.envs.rollout import load_dt, load_normalization, rollout, write_results, zoo_dt_dir
+
+    rc = cfg.rl
+    dev = _device(cfg)
+    rows: list[dict[str, Any]] = []
+    print(f"[4/4] rl: {rc.envs} x {rc.levels}, {rc.episodes} episodes each (seeds {rc.seed}..)")
+    for env in rc.envs:
+        for level in rc.levels:
+            task = f"{env}-{level}"
+            ref = rc.models.get(task) or str(zoo_dt_dir(env, level))
+            if ref == str(zoo_dt_dir(env, level)) and not (Path(ref) / "config.json").is_file():
+                raise FileNotFoundError(
+                    f"rl: no zoo DT for {task} at {ref}; build it with `namm zoo rl-data --env {env}` and "
+                    f"`namm zoo train-dt`, set rl.models.{task} to a DT folder / HF id, or drop it from rl.envs")
+            model = load_dt(ref, dev)
+            norm = load_normalization(ref)
+            kw = dict(episodes=rc.episodes, seed=rc.seed, max_ep_len=rc.max_ep_len, n_envs=rc.n_envs, device=dev,
+                      progress=cfg.progress, state_mean=norm.state_mean if norm else None,
+                      state_std=norm.state_std if norm else None,
+                      target_return=norm.target_return if norm else None,
+                      **({"scale": norm.scale} if norm and norm.scale else {}))
+
+            def run(name: str, policy) -> dict[str, Any]:
+                r = rollout(env, model, policy, **kw)
+                r["model"] = ref
+                write_results(out / "rl" / task / name, r)
+                rows.append(_row("rl", task, name, r["normalized_return_mean"], r["mean_cache_fraction"],
+                                 std=r["normalized_return_std"], n=r["episodes"], describe=r["policy"]))
+                return r
+
+            nres = run("namm", resolve_policy(str(weights), n_up=rc.n_up))
+            run("full", resolve_policy("full", n_up=rc.n_up))
+            run("window", "window")
+            budget = _matched_budget(nres["mean_cache_fraction"])
+            for b in cfg.baselines:
+                run(b, resolve_policy(b, n_up=rc.n_up, budget=budget))
+    return rows
+
+
+# --------------------------------------------------------------------------- report
+def _table(rows: list[dict[str, Any]]) -> str:
+    cols = [p for p in TABLE_POLICIES if any(r["policy"] == p for r in rows)]
+    cols += sorted({r["policy"] for r in rows} - set(cols))
+    head = "| modality | task | " + " | ".join(cols) + " |\n|---|---|" + "---|" * len(cols) + "\n"
+    lines = []
+    keys = list(dict.fromkeys((r["modality"], r["task"]) for r in rows))
+    for mod, task in keys:
+        cells = []
+        for c in cols:
+            r = next((x for x in rows if (x["modality"], x["task"], x["policy"]) == (mod, task, c)), None)
+            if r is None:
+                cells.append("")
+            else:
+                sd = f" ± {r['std']:.1f}" if "std" in r else ""
+                cells.append(f"{r['score']:.1f}{sd} ({r['mean_cache_fraction']:.2f})")
+        lines.append(f"| {mod} | {task} | " + " | ".join(cells) + " |")
+    return head + "\n".join(lines) + "\n"
+
+
+def _rl_plot(rows: list[dict[str, Any]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rl = [r for r in rows if r["modality"] == "rl"]
+    if not rl:
+        return
+    tasks = list(dict.fromkeys(r["task"] for r in rl))
+    fig, axes = plt.subplots(1, len(tasks), figsize=(4 * len(tasks), 3.5), squeeze=False)
+    for ax, t in zip(axes[0], tasks):
+        for r in (x for x in rl if x["task"] == t):
+            ax.errorbar(r["mean_cache_fraction"], r["score"], yerr=r.get("std", 0), fmt="o", capsize=3)
+            ax.annotate(r["policy"], (r["mean_cache_fraction"], r["score"]), textcoords="offset points", xytext=(4, 4))
+        ax.set_title(t)
+        ax.set_xlabel("mean cache fraction")
+        ax.set_xlim(0, 1.05)
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("D4RL normalised return")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _machine() -> str:
+    dev = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+    import os
+
+    return f"{platform.node() or 'unknown host'}: {os.cpu_count()} CPUs, {dev}, torch {torch.__version__}, " \
+           f"Python {platform.python_version()}"
+
+
+def write_report(cfg: PipelineConfig, out: Path, rows: list[dict[str, Any]], weights_info: dict[str, Any],
+                 skipped: dict[str, str], wall: float, config_path: str | None) -> Path:
+    doc = {"format": "namm-testbed/pipeline", "version": 1, "weights": weights_info, "rows": rows,
+           "skipped": skipped, "machine": _machine(), "wall_s": round(wall, 1), "config": cfg.to_dict()}
+    _write_text(out / "results.json", json.dumps(doc, indent=1))
+    buf = io.StringIO()
+    keys = ["modality", "task", "policy", "score", "std", "mean_cache_fraction", "n", "describe"]
+    w = csv.DictWriter(buf, fieldnames=keys, extrasaction="ignore")
+    w.writeheader()
+    w.writerows(rows)
+    _write_text(out / "table.csv", buf.getvalue())
+    _rl_plot(rows, out / "rl" / "return_vs_cache.png")
+    plots = [("evolution fitness", out / "evolve" / "fitness.png"),
+             ("language: score vs cache fraction", out / "language" / "score_vs_cache.png"),
+             ("language: prompt tokens the NAMM kept", out / "language" / "namm_kept.png"),
+             ("video: frame tokens the NAMM kept", out / "video" / "namm_frames.png"),
+             ("rl: return vs cache fraction", out / "rl" / "return_vs_cache.png")]
+    md = [f"# NAMM transfer report\n",
+          f"Weights: **{weights_info['source']}** `{weights_info['path']}`"
+          + (f" ({weights_info['generations']} generations, {weights_info['wall_s']} s)" if "generations" in weights_info else "")
+          + ", used unchanged in every row.\n",
+          f"Machine: {_machine()}. Wall time: {wall / 60:.1f} min. Config: `config.yaml`"
+          + (f" (from `{config_path}`)" if config_path else " (the embedded default)") + ".\n",
+          "## Transfer table\n",
+          "Cells: score (mean cache fraction). Language: task metric 0-100 on held-out instances; RL: D4RL "
+          "normalised return, mean ± std over episodes. Capped baselines run at the NAMM's measured cache "
+          "fraction for that row; `full` keeps everything; `window` is the DT's 20-step re-encoded context.\n",
+          _table(rows)]
+    if skipped:
+        md.append("\nNot run: " + "; ".join(f"**{k}**: {v}" for k, v in skipped.items()) + "\n")
+    md.append("\n## Plots\n")
+    md += [f"- {name}: ![{name}]({p.relative_to(out)})" for name, p in plots if p.is_file()]
+    md.append("\n\n## Scale up\n\n"
+              "- GPU, whole zoo, larger samples: `namm pipeline --config configs/pipeline_gpu.yaml`\n"
+              "- Paper scale (Llama 3 8B, LLaVA-NeXT-Video 7B, edbeeching DTs; needs the hub or local copies): "
+              "`namm pipeline --config configs/pipeline_paper.yaml`\n"
+              "- Reuse the shipped weights instead of evolving: add `--reuse-weights`\n")
+    return _write_text(out / "report.md", "\n".join(md))
+
+
+def run_pipeline(cfg: PipelineConfig, config_path: str | None = None) -> Path:
+    """Run every enabled stage and write the report folder; returns ``OUT/report.md``."""
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    _write_text(out / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    t0 = time.time()
+    weights, info = stage_weights(cfg, out)
+    rows: list[dict[str, Any]] = []
+    skipped: dict[str, str] = {}
+    if cfg.language.enabled:
+        rows += stage_language(cfg, weights, out)
+    else:
+        skipped["language"] = "disabled in the config"
+    if cfg.video.enabled:
+        vrows, why = stage_video(cfg, weights, out)
+        rows += vrows
+        if why:
+            skipped["video"] = why
+    else:
+        skipped["video"] = "disabled in the config"
+    if cfg.rl.enabled:
+        rows += stage_rl(cfg, weights, out)
+    else:
+        skipped["rl"] = "disabled in the config"
+    return write_report(cfg, out, rows, info, skipped, time.time() - t0, config_path)
+
+
+# --------------------------------------------------------------------------- CLI
+def cmd_pipeline(a: argparse.Namespace) -> None:
+    over = list(a.overrides)
+    if a.out:
+        over.append(f"out={a.out}")
+    if a.reuse_weights:
+        over.append("evolve.weights=shipped")
+    if a.device:
+        over.append(f"device={a.device}")
+    cfg = load_pipeline_config(a.config, over)
+    if a.check:
+        print(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+        print("config OK (nothing was run)")
+        return
+    t0 = time.time()
+    report = run_pipeline(cfg, a.config)
+    print(f"\n{(report.parent / 'report.md').read_text().split('## Plots')[0]}")
+    print(f"wrote {report} in {(time.time() - t0) / 60:.1f} min")
+    if a.config is None:
+        print("This was the embedded CPU-sized default. Full size: namm pipeline --config configs/pipeline_gpu.yaml "
+              "(one GPU) or configs/pipeline_paper.yaml (paper models).")
+
+
+def add_pipeline_command(sub) -> None:
+    p = sub.add_parser("pipeline", help="evolve on language, transfer zero-shot to video and RL, write one report")
+    p.add_argument("--config", default=None, help="pipeline YAML (default: the embedded CPU-sized config)")
+    p.add_argument("--out", default=None, help="report folder (default: the config's `out`)")
+    p.add_argument("--reuse-weights", action="store_true", help="skip evolution: use the shipped NAMM weights")
+    p.add_argument("--device", default=None, help="cpu | cuda | auto")
+    p.add_argument("--check", action="store_true", help="validate the config and print it; run nothing")
+    p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. rl.episodes=10 language.samples=8")
+    p.set_defaults(fn=cmd_pipeline)
+
