@@ -3,14 +3,15 @@
 D4RL's servers are unreachable here, so the zoo rebuilds its recipe on Gymnasium v5 MuJoCo:
 
 - a Soft Actor-Critic behaviour policy (Stable-Baselines3) trained for ``steps`` env steps, stopped early on
-  purpose (D4RL's "medium" agent is a partially trained SAC);
+  purpose (D4RL's "medium" agent is a partially trained SAC). Networks are 128x128 with batch 128 (SB3's
+  default is 256x256 / 256): 2.6x faster on a CPU (206 vs 78 steps/s measured on Hopper, one core);
 - ``{env}-medium-replay.hdf5``: that agent's whole replay buffer, i.e. everything it saw while learning
   (D4RL's medium-replay definition);
 - ``{env}-medium.hdf5``: ``medium_steps`` transitions from the final agent, acting stochastically.
 
 Everything is written atomically in D4RL HDF5 layout (:func:`namm.envs.d4rl.write_dataset`) with a
 ``manifest.json`` (command, seed, steps, per-level episode returns), so the datasets are reproducible by
-command instead of committed. SAC updates on 2 CPU cores run ~90 steps/s (60k steps ~ 12 min per env).
+command instead of committed. 150k steps take ~13 minutes per env on one CPU core.
 """
 
 from __future__ import annotations
@@ -115,8 +116,9 @@ def _summary(env: str, data: dict[str, np.ndarray]) -> dict[str, Any]:
             "normalized_max": normalized_score(env, float(r.max()))}
 
 
-def build_rl_data(env: str, out: str | Path, steps: int = 60_000, medium_steps: int = 50_000, seed: int = 0,
-                  threads: int = 1, progress: bool = True) -> Path:
+def build_rl_data(env: str, out: str | Path, steps: int = 150_000, medium_steps: int = 100_000, seed: int = 0,
+                  threads: int = 1, progress: bool = True, net: tuple[int, ...] = (128, 128),
+                  batch_size: int = 128) -> Path:
     """Train the behaviour agent and write both levels + ``manifest.json`` into ``out``; returns ``out``."""
     import torch
 
@@ -125,7 +127,8 @@ def build_rl_data(env: str, out: str | Path, steps: int = 60_000, medium_steps: 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
-    model = train_behaviour(key, steps, seed=seed, progress=progress)
+    model = train_behaviour(key, steps, seed=seed, progress=progress, batch_size=batch_size,
+                            policy_kwargs={"net_arch": list(net)})
     train_s = time.time() - t0
     replay = replay_to_d4rl(model.replay_buffer)
     write_dataset(dataset_path(out, key, "medium-replay"), replay)
@@ -137,7 +140,8 @@ def build_rl_data(env: str, out: str | Path, steps: int = 60_000, medium_steps: 
     write_dataset(dataset_path(out, key, "medium"), medium)
     manifest = {"format": "namm-testbed/rl-data", "version": 1, "env": key,
                 "command": "namm zoo rl-data " + " ".join(sys.argv[3:]) if sys.argv[1:3] == ["zoo", "rl-data"] else None,
-                "seed": seed, "behaviour": {"algo": "SAC (stable-baselines3, MlpPolicy defaults)", "steps": steps,
+                "seed": seed, "behaviour": {"algo": "SAC (stable-baselines3 MlpPolicy)", "net_arch": list(net),
+                                             "batch_size": batch_size, "steps": steps,
                                              "train_seconds": round(train_s, 1)},
                 "levels": {"medium-replay": _summary(key, replay), "medium": _summary(key, medium)}}
     text = json.dumps(manifest, indent=1)
@@ -149,13 +153,19 @@ def add_rl_data_command(zsub) -> None:
     p = zsub.add_parser("rl-data", help="train a SAC behaviour agent and write D4RL-format medium / medium-replay data")
     p.add_argument("--env", required=True, help="hopper | halfcheetah | walker2d")
     p.add_argument("--out", default="runs/rl-zoo/data")
-    p.add_argument("--steps", type=int, default=60_000, help="SAC env steps (= the medium-replay size)")
-    p.add_argument("--medium-steps", type=int, default=50_000, help="transitions of the final agent (medium)")
+    p.add_argument("--steps", type=int, default=150_000, help="SAC env steps (= the medium-replay size)")
+    p.add_argument("--medium-steps", type=int, default=100_000, help="transitions of the final agent (medium)")
+    p.add_argument("--net", default="128,128", help="SAC hidden sizes (default %(default)s)")
+    p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1)
 
     def run(a) -> None:
-        out = build_rl_data(a.env, a.out, a.steps, a.medium_steps, a.seed, a.threads)
+        try:
+            net = tuple(int(x) for x in a.net.split(","))
+        except ValueError:
+            raise ValueError(f"--net {a.net!r}: expected comma-separated sizes like 128,128") from None
+        out = build_rl_data(a.env, a.out, a.steps, a.medium_steps, a.seed, a.threads, net=net, batch_size=a.batch_size)
         key = canonical_env(a.env)
         print(json.dumps(json.loads((out / f"{key}-manifest.json").read_text())["levels"], indent=1))
 

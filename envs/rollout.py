@@ -308,6 +308,10 @@ def cmd_rollout(a: argparse.Namespace) -> None:
 
     key = canonical_env(a.env)
     model_ref = a.model
+    if model_ref is not None and not Path(model_ref).exists():  # a zoo name: "medium-replay", "dt-hopper-medium"
+        name = model_ref.removeprefix("dt-").removeprefix(f"{key}-")
+        if (zoo_dt_dir(key, name) / "config.json").is_file():
+            model_ref = str(zoo_dt_dir(key, name))
     if model_ref is None:
         zoo = zoo_dt_dir(key)
         if not (zoo / "config.json").is_file():
@@ -340,8 +344,8 @@ def add_rollout_command(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser("rollout", help="Decision Transformer episodes on Gymnasium MuJoCo under a memory "
                               "policy, scored as D4RL normalised returns")
     p.add_argument("--env", required=True, help="hopper, halfcheetah or walker2d")
-    p.add_argument("--model", default=None, help="DT folder or HF id (default: the zoo DT "
-                   "namm/weights/zoo/dt-{env}-medium/); state stats come from its normalization.json")
+    p.add_argument("--model", default=None, help="zoo level (medium, medium-replay), DT folder or HF id (default: "
+                   "the zoo DT namm/weights/zoo/dt-{env}-medium/); state stats come from its normalization.json")
     p.add_argument("--policy", required=True, help="a policy name (full, h2o, l2, namm, ...), NAMM weights "
                    "(.safetensors or a reference .pt), or 'window' (the last 20 steps, no cache)")
     p.add_argument("--episodes", type=int, default=10)
