@@ -33,7 +33,8 @@ import numpy as np
 __all__ = [
     "LETTERS", "VideoQAItem", "VideoQADataError", "MissingVideoError", "VideoDecodeError",
     "load_longvideobench", "load_mlvu", "uniform_indices", "sample_frames", "load_frames",
-    "build_prompt", "chat_prompt", "parse_answer", "score", "make_synthetic_video_qa", "SYNTHETIC_KINDS",
+    "build_prompt", "chat_prompt", "parse_answer", "score", "make_synthetic_video_qa", "synthetic_items",
+    "SYNTHETIC_KINDS",
 ]
 
 LETTERS = "ABCDE"
@@ -451,6 +452,18 @@ def _write_mp4(path: Path, video: np.ndarray, fps: int) -> None:
             c.mux(pkt)
 
 
+def synthetic_items(n: int, frames: int, size: int, seed: int, kind: str):
+    """Yield ``n`` seeded ``(video uint8 [frames, size, size, 3], record)`` pairs of one kind, in memory
+    (the records are MLVU-style: question, candidates, answer, plus the kind's ground truth)."""
+    if kind not in SYNTHETIC_KINDS:
+        raise ValueError(f"kind must be one of {SYNTHETIC_KINDS}, got {kind!r}")
+    if n < 1 or frames < 2 or size < 16:
+        raise ValueError(f"need n >= 1, frames >= 2, size >= 16; got n={n}, frames={frames}, size={size}")
+    rng = np.random.default_rng([seed, SYNTHETIC_KINDS.index(kind)])
+    for _ in range(n):
+        yield _synthetic_item(kind, rng, frames, size)
+
+
 def make_synthetic_video_qa(n: int, frames: int, size: int, seed: int, kind: str, out_dir: PathLike,
                             mp4: bool | None = None, fps: int = 1) -> list[dict]:
     """Render ``n`` seeded videos with one question each, written in MLVU format.
@@ -464,10 +477,8 @@ def make_synthetic_video_qa(n: int, frames: int, size: int, seed: int, kind: str
     installed; ``size`` must then be even). Read back with ``load_mlvu(out_dir / f"{kind}.json")``.
     Same arguments -> same records and frames. Returns the records.
     """
-    if kind not in SYNTHETIC_KINDS:
-        raise ValueError(f"kind must be one of {SYNTHETIC_KINDS}, got {kind!r}")
-    if n < 1 or frames < 2 or size < 16:
-        raise ValueError(f"need n >= 1, frames >= 2, size >= 16; got n={n}, frames={frames}, size={size}")
+    items = synthetic_items(n, frames, size, seed, kind)  # validates the arguments first
+    first = next(items)
     if mp4 is None:
         try:
             _import_av()
@@ -476,10 +487,8 @@ def make_synthetic_video_qa(n: int, frames: int, size: int, seed: int, kind: str
             mp4 = False
     out = Path(out_dir)
     (out / kind).mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng([seed, SYNTHETIC_KINDS.index(kind)])
     records = []
-    for i in range(n):
-        video, rec = _synthetic_item(kind, rng, frames, size)
+    for i, (video, rec) in enumerate([first, *items]):
         stem = f"{kind}_{i:04d}"
         np.save(out / kind / f"{stem}.npy", video)
         if mp4:

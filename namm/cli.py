@@ -60,12 +60,14 @@ def build_parser() -> argparse.ArgumentParser:
     from namm.envs.rollout import add_rollout_command
 
     from .evaluate import add_eval_command
+    from .evaluate_video import add_eval_video_command
     from .evolution import add_evolve_command
     from .pipeline import add_pipeline_command
     from .zoo import add_zoo_command
 
     add_evolve_command(sub)
     add_eval_command(sub)
+    add_eval_video_command(sub)
     add_rollout_command(sub)
     add_zoo_command(sub)
     add_pipeline_command(sub)

@@ -105,15 +105,20 @@ class LanguageStage:
 
 @dataclass
 class VideoStage:
-    enabled: bool = False
-    model: str = "zoo"
+    enabled: bool = True
+    model: str = "zoo"  # zoo | a LLaVA-NeXT-Video folder | an HF id
+    data: str = "zoo"  # zoo | mlvu:PATH.json | longvideobench:PATH.json
     frames: int = 16
-    samples: int = 16
-    seed: int = 1000
+    samples: int = 10  # per question kind (zoo) or in all (benchmarks)
+    seed: int = 1000  # held-out: the zoo video model trained on seeds 0..
+    n_up: int = 64
+    batch_size: int = 10
 
     def check(self, at: str) -> None:
         _require(self.frames >= 1 and self.samples >= 1, f"{at}.frames/samples", (self.frames, self.samples),
                  "use positive counts")
+        _require(self.data == "zoo" or self.data.partition(":")[0] in ("mlvu", "longvideobench"), f"{at}.data",
+                 self.data, "use zoo, mlvu:PATH.json or longvideobench:PATH.json")
 
 
 @dataclass
@@ -312,18 +317,37 @@ def stage_language(cfg: PipelineConfig, weights: Path, out: Path) -> list[dict[s
 
 
 def stage_video(cfg: PipelineConfig, weights: Path, out: Path) -> tuple[list[dict[str, Any]], str | None]:
-    """Zero-shot video QA; returns (rows, reason it did not run)."""
-    import namm.weights
+    """Zero-shot video QA; returns (rows, the reason it did not run)."""
+    from .evaluate_video import evaluate_video, load_video_data, load_video_zoo_or_hf, plot_heatmap, write_video_results
+    from .policies import FullCache
+    from .zoo_video import ZOO_VIDEO
 
     vc = cfg.video
-    zoo = Path(namm.weights.__file__).parent / "zoo" / "video"
-    if vc.model == "zoo" and not (zoo / "config.json").is_file():
-        return [], ("no zoo video model is shipped yet (namm/weights/zoo/video/); set video.model to a "
-                    "LLaVA-NeXT-Video folder or HF id")
-    from namm.envs.video_eval import evaluate_video_policies  # noqa: PLC0415 - optional stage
+    if vc.model == "zoo" and not (ZOO_VIDEO / "config.json").is_file():
+        return [], f"no zoo video model at {ZOO_VIDEO} (build it with `namm zoo train-video`) and video.model is 'zoo'"
+    dtype = torch.bfloat16 if cfg.dtype == "bfloat16" else torch.float32
+    model, tok = load_video_zoo_or_hf(vc.model, _device(cfg), dtype)
+    pairs = load_video_data(vc.data, vc.samples, vc.seed, vc.frames, size=int(model.config.vision_config.image_size))
+    task = "zoo-video" if vc.data == "zoo" else Path(vc.data.partition(":")[2]).stem
+    print(f"[3/4] video: {vc.model} on {vc.data} ({len(pairs)} questions, {vc.frames} frames, n_up {vc.n_up})")
+    rows: list[dict[str, Any]] = []
 
-    print(f"[3/4] video: {vc.model}, {vc.samples} questions, {vc.frames} frames")
-    return evaluate_video_policies(cfg, weights, out / "video"), None
+    def run(name: str, policy) -> dict[str, Any]:
+        res = evaluate_video(model, tok, policy, pairs, vc.batch_size, progress=cfg.progress)
+        res.update(model=vc.model, data=vc.data, seed=vc.seed, frames=vc.frames)
+        write_video_results(out / "video" / name, res)
+        rows.append(_row("video", task, name, res["accuracy"], res["mean_cache_fraction"], n=res["n"],
+                         describe=res["policy"], by_group=res["by_group"], video_kept=res["video_kept"]))
+        return res
+
+    nres = run("namm", resolve_policy(str(weights), n_up=vc.n_up))
+    if nres["heatmap"] is not None:
+        plot_heatmap(nres["heatmap"], out / "video" / "namm_frames.png", "NAMM: frame tokens kept (first question)")
+    run("full", FullCache(n_up=vc.n_up))
+    budget = _matched_budget(nres["mean_cache_fraction"])
+    for b in cfg.baselines:
+        run(b, resolve_policy(b, n_up=vc.n_up, budget=budget))
+    return rows, None
 
 
 def stage_rl(cfg: PipelineConfig, weights: Path, out: Path) -> list[dict[str, Any]]:

@@ -293,3 +293,7 @@ def add_zoo_command(sub) -> None:
     from namm.zoo_dt import add_train_dt_command
 
     add_train_dt_command(zsub)
+
+    from namm.zoo_video import add_train_video_command
+
+    add_train_video_command(zsub)

@@ -51,7 +51,15 @@ def tiny_dt(tmp_path_factory):
     return d
 
 
-def test_tiny_pipeline_end_to_end(tmp_path, tiny_dt):
+@pytest.fixture(scope="module")
+def tiny_video(tmp_path_factory):
+    from namm.zoo_video import VideoTrainConfig, train_video
+
+    out = tmp_path_factory.mktemp("video")
+    return train_video(VideoTrainConfig(out=str(out), steps=1, batch=2, eval_samples=1, threads=1), progress=False)
+
+
+def test_tiny_pipeline_end_to_end(tmp_path, tiny_dt, tiny_video):
     over = [
         f"out={tmp_path / 'run'}", "progress=false",
         "evolve.overrides=[evolution.population=2, 'stages=[{tasks: [code_completion], generations: 1}]', "
@@ -59,7 +67,7 @@ def test_tiny_pipeline_end_to_end(tmp_path, tiny_dt):
         "data.code_completion.max_prompt_tokens=400, namm.n_up=64, 'run.plot=true']",
         "language.tasks=[code_completion]", "language.samples=1", "language.context_tokens=300",
         "rl.envs=[hopper]", f"rl.models={{hopper-medium: {tiny_dt}}}", "rl.episodes=2", "rl.n_envs=2",
-        "rl.max_ep_len=40",
+        "rl.max_ep_len=40", f"video.model={tiny_video}", "video.samples=1", "video.batch_size=3",
     ]
     cfg = load_pipeline_config(None, over)
     report = run_pipeline(cfg)
@@ -71,17 +79,20 @@ def test_tiny_pipeline_end_to_end(tmp_path, tiny_dt):
     rl = {p for (m, _, p) in rows if m == "rl"}
     assert lang == {"full", "namm", "h2o", "l2", "streamingllm"}
     assert rl == {"full", "window", "namm", "h2o", "l2", "streamingllm"}
+    assert {p for (m, _, p) in rows if m == "video"} == {"full", "namm", "h2o", "l2", "streamingllm"}
+    assert set(rows[("video", "zoo-video", "namm")]["by_group"]) == {"needle", "count", "order"}
     assert rows[("language", "code_completion", "full")]["mean_cache_fraction"] == 1.0
     # capped baselines run at the NAMM's measured fraction (when the NAMM evicted anything)
     nf = rows[("language", "code_completion", "namm")]["mean_cache_fraction"]
     if nf < 0.999:
         for b in ("h2o", "l2", "streamingllm"):
             assert abs(rows[("language", "code_completion", b)]["mean_cache_fraction"] - nf) < 0.1
-    assert doc["skipped"]["video"]
+    assert not doc["skipped"]
     text = report.read_text()
     assert "| language | code_completion |" in text and "| rl | hopper-medium |" in text
+    assert "| video | zoo-video |" in text
     for f in ("config.yaml", "table.csv", "evolve/fitness.png", "language/score_vs_cache.png",
-              "language/namm_kept.png", "rl/return_vs_cache.png", "rl/hopper-medium/namm/results.json"):
+              "language/namm_kept.png", "rl/return_vs_cache.png", "video/namm_frames.png", "rl/hopper-medium/namm/results.json"):
         assert (out / f).is_file(), f
     # the resolved config re-runs as a file
     again = load_pipeline_config(out / "config.yaml")
@@ -93,6 +104,7 @@ def test_missing_zoo_dt_says_how_to_build_it(tmp_path, monkeypatch):
 
     monkeypatch.setattr(ro, "zoo_dt_dir", lambda env, level="medium": tmp_path / f"dt-{env}-{level}")
     cfg = load_pipeline_config(None, [f"out={tmp_path / 'x'}", "evolve.weights=shipped", "language.enabled=false",
+                                      "video.enabled=false",
                                       "rl.envs=[walker2d]", "progress=false"])
     with pytest.raises(FileNotFoundError, match="namm zoo train-dt"):
         run_pipeline(cfg)
