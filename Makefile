@@ -19,8 +19,9 @@ $(VENV)/.installed: pyproject.toml Makefile
 
 install: $(VENV)/.installed
 
+# The main job on the embedded default: evolve (short, warm-started) -> language -> video -> RL -> report.
 demo: $(VENV)/.installed
-	$(VENV)/bin/namm demo
+	$(VENV)/bin/namm pipeline --out runs/demo
 
 test: $(VENV)/.installed
 	$(PY) -m pytest -q -n 2 --dist loadfile

@@ -98,3 +98,17 @@ def test_train_dt_is_deterministic(tiny_data, tmp_path):
 
     wa, wb = load_file(a / "model.safetensors"), load_file(b / "model.safetensors")
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def test_rollout_cli_takes_a_zoo_level_name(tiny_data, tmp_path, monkeypatch):
+    import namm.envs.rollout as ro
+    from namm.cli import main
+
+    cfg = DTTrainConfig(dataset=str(tiny_data), out=str(tmp_path / "dt-hopper-medium-replay"), steps=2, warmup=1,
+                        batch=4, hidden=16, layers=1, heads=1, eval_episodes=0)
+    train_dt(cfg, progress=False)
+    monkeypatch.setattr(ro, "zoo_dt_dir", lambda env, level="medium": tmp_path / f"dt-{env}-{level}")
+    main(["rollout", "--env", "hopper", "--model", "medium-replay", "--policy", "full", "--episodes", "1",
+          "--max-ep-len", "20", "--no-progress", "--out", str(tmp_path / "ro")])
+    doc = json.loads((tmp_path / "ro" / "results.json").read_text())
+    assert doc["model"] == str(tmp_path / "dt-hopper-medium-replay") and doc["episodes"] == 1
