@@ -33,8 +33,9 @@ VIDEO_N_UP = 64  # zoo video prompts are ~370 tokens (16 frames x 16 tokens + te
 
 class VideoBatcher:
     """Model inputs for video questions: the chat prompt with ``<video>`` expanded to frames x tokens,
-    and ``pixel_values_videos`` ``[B, F, 3, S, S]``. ``with_answer`` appends `` X</s>`` and returns
-    ``labels`` (-100 except the answer; right padding for training); otherwise left padding."""
+    and ``pixel_values_videos`` ``[B, F, 3, S, S]``, left padded. ``with_answer`` appends `` X</s>`` and
+    returns ``labels`` (-100 except the answer), which then sits at the end of every row, so training
+    needs logits for the last few positions only (``logits_to_keep``)."""
 
     def __init__(self, model, tok, video_token: str = "<video>") -> None:
         self.config, self.tok, self.video_token = model.config, tok, video_token
@@ -63,7 +64,7 @@ class VideoBatcher:
         lab_t = torch.full_like(inp, -100)
         att = torch.zeros_like(inp)
         for i, (r, lb) in enumerate(zip(rows, labels)):
-            sl = slice(0, len(r)) if with_answer else slice(n - len(r), n)
+            sl = slice(n - len(r), n)
             inp[i, sl], lab_t[i, sl], att[i, sl] = torch.tensor(r), torch.tensor(lb), 1
         pv = torch.cat([preprocess_frames(v, self.config) for v in videos])
         out = {"input_ids": inp, "attention_mask": att, "pixel_values_videos": pv}
@@ -180,15 +181,20 @@ def write_video_results(out: Path, res: dict[str, Any]) -> Path:
 
 
 def load_video_zoo_or_hf(spec: str, device: str = "cpu", dtype: torch.dtype = torch.float32):
-    """``zoo`` / a local folder / an HF id -> ``(model, tokenizer)`` (eager attention for the policies)."""
-    from namm.adapters.llava_next_video import load_video_model
-
+    """``zoo`` / a local folder / an HF id -> ``(model, tokenizer)``."""
     from .zoo_video import ZOO_VIDEO
 
-    path = str(ZOO_VIDEO) if spec == "zoo" else spec
-    if spec == "zoo" and not (ZOO_VIDEO / "config.json").is_file():
-        raise FileNotFoundError(f"no zoo video model at {ZOO_VIDEO}; build it with `namm zoo train-video`")
-    loaded = load_video_model(path, dtype=dtype, device=device)
+    if spec == "zoo":
+        if not (ZOO_VIDEO / "config.json").is_file():
+            raise FileNotFoundError(f"no zoo video model at {ZOO_VIDEO}; build it with `namm zoo train-video`")
+        from transformers import AutoTokenizer, LlavaNextVideoForConditionalGeneration
+
+        # the zoo model takes inputs from VideoBatcher (no torchvision video processor needed)
+        model = LlavaNextVideoForConditionalGeneration.from_pretrained(ZOO_VIDEO, dtype=dtype).to(device).eval()
+        return model, AutoTokenizer.from_pretrained(ZOO_VIDEO)
+    from namm.adapters.llava_next_video import load_video_model
+
+    loaded = load_video_model(spec, dtype=dtype, device=device)
     if loaded.tokenizer is None:
         raise FileNotFoundError(f"{spec}: no tokenizer next to the model")
     return loaded.model, loaded.tokenizer
