@@ -397,6 +397,51 @@ def _name(target: tuple[str, str], article: str = "a") -> str:
     return f"{article} {target[0]} {target[1]}"
 
 
+FIXED_COLOURS = ("red", "green", "blue", "yellow", "white")  # the options of the fixed-option variant
+
+
+def _count_bins(frames: int) -> list[tuple[int, int]]:
+    """5 contiguous ranges covering 1..frames-1 (the fixed options of a count question)."""
+    edges = np.linspace(1, frames, 6).round().astype(int)
+    return [(int(a), int(b) - 1) for a, b in zip(edges[:-1], edges[1:])]
+
+
+def _fixed_item(kind: str, rng: np.random.Generator, frames: int, size: int) -> tuple[np.ndarray, dict]:
+    """The same three kinds with the SAME five options every time (colours, or count ranges), so the
+    answer letter depends on the video only: a small model can learn it without matching option texts."""
+    p = _Painter(rng, frames, size)
+    if kind == "needle":
+        f, colour = int(rng.integers(frames)), str(rng.choice(FIXED_COLOURS))
+        for i in range(frames):
+            p.distractor(i)
+        p.draw(f, str(rng.choice(_SHAPES)), _BRIGHT[colour])
+        q = "Most frames show only grey shapes, but one frame shows a brightly coloured shape. What colour is it?"
+        return p.video, {"question": q, "answer": colour, "candidates": list(FIXED_COLOURS), "needle_frame": f}
+    if kind == "count":
+        k = int(rng.integers(1, frames))
+        shown = set(rng.choice(frames, size=k, replace=False).tolist())
+        for i in range(frames):
+            if i in shown:
+                p.draw(i, str(rng.choice(_SHAPES)), _BRIGHT["red"])
+            else:
+                p.distractor(i)
+        bins = _count_bins(frames)
+        cands = [f"{a}" if a == b else f"{a} to {b}" for a, b in bins]
+        ans = next(c for c, (a, b) in zip(cands, bins) if a <= k <= b)
+        return p.video, {"question": "In how many frames does a red shape appear?", "answer": ans,
+                         "candidates": cands, "count": k}
+    if kind == "order":
+        ca, cb = (str(c) for c in rng.choice(FIXED_COLOURS, size=2, replace=False))
+        fa, fb = sorted(int(v) for v in rng.choice(frames, size=2, replace=False))
+        for i in range(frames):
+            p.distractor(i)
+        p.draw(fa, str(rng.choice(_SHAPES)), _BRIGHT[ca])
+        p.draw(fb, str(rng.choice(_SHAPES)), _BRIGHT[cb])
+        q = "Two brightly coloured shapes appear, in different frames. What colour is the first one?"
+        return p.video, {"question": q, "answer": ca, "candidates": list(FIXED_COLOURS), "frames_shown": [fa, fb]}
+    raise ValueError(f"kind must be one of {SYNTHETIC_KINDS}, got {kind!r}")
+
+
 def _synthetic_item(kind: str, rng: np.random.Generator, frames: int, size: int) -> tuple[np.ndarray, dict]:
     p = _Painter(rng, frames, size)
     if kind == "needle":
@@ -452,16 +497,19 @@ def _write_mp4(path: Path, video: np.ndarray, fps: int) -> None:
             c.mux(pkt)
 
 
-def synthetic_items(n: int, frames: int, size: int, seed: int, kind: str):
+def synthetic_items(n: int, frames: int, size: int, seed: int, kind: str, fixed_options: bool = False):
     """Yield ``n`` seeded ``(video uint8 [frames, size, size, 3], record)`` pairs of one kind, in memory
-    (the records are MLVU-style: question, candidates, answer, plus the kind's ground truth)."""
+    (the records are MLVU-style: question, candidates, answer, plus the kind's ground truth).
+    ``fixed_options``: the variant whose five options never change (what the zoo video model learns)."""
     if kind not in SYNTHETIC_KINDS:
         raise ValueError(f"kind must be one of {SYNTHETIC_KINDS}, got {kind!r}")
     if n < 1 or frames < 2 or size < 16:
         raise ValueError(f"need n >= 1, frames >= 2, size >= 16; got n={n}, frames={frames}, size={size}")
-    rng = np.random.default_rng([seed, SYNTHETIC_KINDS.index(kind)])
+    key = [seed, SYNTHETIC_KINDS.index(kind)] + ([1] if fixed_options else [])
+    rng = np.random.default_rng(key)
+    make = _fixed_item if fixed_options else _synthetic_item
     for _ in range(n):
-        yield _synthetic_item(kind, rng, frames, size)
+        yield make(kind, rng, frames, size)
 
 
 def make_synthetic_video_qa(n: int, frames: int, size: int, seed: int, kind: str, out_dir: PathLike,

@@ -113,14 +113,15 @@ def answer_video(model, tok, pairs: Sequence[tuple[Any, np.ndarray]], policy=Non
 
 def load_video_data(spec: str, samples: int, seed: int, frames: int, size: int = 32,
                     kinds: Sequence[str] = ("needle", "count", "order")) -> list[tuple[Any, np.ndarray]]:
-    """``zoo`` (``samples`` per kind, seeded) or ``mlvu:PATH`` / ``longvideobench:PATH`` (first ``samples``
-    questions, ``frames`` sampled uniformly from each video)."""
+    """``zoo`` (``samples`` per kind, seeded; the fixed-option questions the zoo model learned),
+    ``zoo-open`` (the same kinds with per-question options), or ``mlvu:PATH`` / ``longvideobench:PATH``
+    (first ``samples`` questions, ``frames`` sampled uniformly from each video)."""
     from namm.envs.video_qa import VideoQAItem, load_frames, load_longvideobench, load_mlvu, synthetic_items
 
-    if spec == "zoo":
+    if spec in ("zoo", "zoo-open"):
         out = []
         for kind in kinds:
-            for i, (video, rec) in enumerate(synthetic_items(samples, frames, size, seed, kind)):
+            for i, (video, rec) in enumerate(synthetic_items(samples, frames, size, seed, kind, spec == "zoo")):
                 item = VideoQAItem(id=f"{kind}_{seed}_{i}", video=Path(f"{kind}_{i}.npy"), question=rec["question"],
                                    options=tuple(rec["candidates"]), answer=rec["candidates"].index(rec["answer"]),
                                    group=kind, source=f"synthetic seed {seed}")
@@ -129,7 +130,7 @@ def load_video_data(spec: str, samples: int, seed: int, frames: int, size: int =
     kind, _, path = spec.partition(":")
     loaders = {"mlvu": load_mlvu, "longvideobench": load_longvideobench}
     if kind not in loaders or not path:
-        raise ValueError(f"--data {spec!r}: use zoo, mlvu:PATH.json or longvideobench:PATH.json")
+        raise ValueError(f"--data {spec!r}: use zoo, zoo-open, mlvu:PATH.json or longvideobench:PATH.json")
     items = loaders[kind](path)[:samples]
     return [(it, load_frames(it, frames)) for it in items]
 
@@ -234,7 +235,7 @@ def add_eval_video_command(sub) -> None:
     p = sub.add_parser("eval-video", help="video QA accuracy under memory policies (zoo video model or LLaVA-NeXT-Video)")
     p.add_argument("--model", default="zoo", help="zoo | a local LLaVA-NeXT-Video folder | an HF id")
     p.add_argument("--policy", default="namm", help="policy name(s) or weights file(s), comma-separated")
-    p.add_argument("--data", default="zoo", help="zoo | mlvu:PATH.json | longvideobench:PATH.json")
+    p.add_argument("--data", default="zoo", help="zoo | zoo-open | mlvu:PATH.json | longvideobench:PATH.json")
     p.add_argument("--frames", type=int, default=16)
     p.add_argument("--samples", type=int, default=32, help="questions per kind (zoo) or in all (benchmarks)")
     p.add_argument("--seed", type=int, default=1000, help="seed of the zoo questions (training used 0..)")

@@ -117,7 +117,7 @@ class VideoStage:
     def check(self, at: str) -> None:
         _require(self.frames >= 1 and self.samples >= 1, f"{at}.frames/samples", (self.frames, self.samples),
                  "use positive counts")
-        _require(self.data == "zoo" or self.data.partition(":")[0] in ("mlvu", "longvideobench"), f"{at}.data",
+        _require(self.data in ("zoo", "zoo-open") or self.data.partition(":")[0] in ("mlvu", "longvideobench"), f"{at}.data",
                  self.data, "use zoo, mlvu:PATH.json or longvideobench:PATH.json")
 
 
@@ -328,7 +328,7 @@ def stage_video(cfg: PipelineConfig, weights: Path, out: Path) -> tuple[list[dic
     dtype = torch.bfloat16 if cfg.dtype == "bfloat16" else torch.float32
     model, tok = load_video_zoo_or_hf(vc.model, _device(cfg), dtype)
     pairs = load_video_data(vc.data, vc.samples, vc.seed, vc.frames, size=int(model.config.vision_config.image_size))
-    task = "zoo-video" if vc.data == "zoo" else Path(vc.data.partition(":")[2]).stem
+    task = f"{vc.data}-video" if vc.data.startswith("zoo") else Path(vc.data.partition(":")[2]).stem
     print(f"[3/4] video: {vc.model} on {vc.data} ({len(pairs)} questions, {vc.frames} frames, n_up {vc.n_up})")
     rows: list[dict[str, Any]] = []
 

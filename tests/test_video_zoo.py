@@ -43,6 +43,7 @@ def test_batcher_expands_video_and_labels_only_the_answer(video):
     for row, (item, _) in enumerate(pairs):
         lab = b["labels"][row][b["labels"][row] != -100].tolist()
         assert tok.decode(lab[:-1]).strip() == item.answer_letter and lab[-1] == tok.eos_token_id
+    assert bool((b["attention_mask"][:, -1] == 1).all()) and bool((b["labels"][:, -1] == tok.eos_token_id).all())
     g = VideoBatcher(model, tok)([p[0] for p in pairs], [p[1] for p in pairs])
     assert "labels" not in g and bool((g["attention_mask"][:, -1] == 1).all())  # left padded
 
@@ -90,3 +91,19 @@ def test_bad_video_data_spec(tmp_path, monkeypatch):
     monkeypatch.setattr(zv, "ZOO_VIDEO", tmp_path / "no-video-here")
     with pytest.raises(FileNotFoundError, match="train-video"):
         load_video_zoo_or_hf("zoo")
+
+
+def test_fixed_option_questions_depend_on_the_video_only():
+    from namm.envs.video_qa import FIXED_COLOURS, synthetic_items
+
+    for kind in ("needle", "count", "order"):
+        recs = [r for _, r in synthetic_items(30, 16, 32, 3, kind, fixed_options=True)]
+        assert len({tuple(r["candidates"]) for r in recs}) == 1 and len(recs[0]["candidates"]) == 5
+        assert all(r["answer"] in r["candidates"] for r in recs)
+        assert len({r["answer"] for r in recs}) >= 3  # answers spread over the options
+    needle = [r for _, r in synthetic_items(5, 16, 32, 3, "needle", fixed_options=True)]
+    assert needle[0]["candidates"] == list(FIXED_COLOURS)
+    counts = [r for _, r in synthetic_items(40, 16, 32, 3, "count", fixed_options=True)]
+    for r in counts:  # the answer's range holds the true count
+        lo, _, hi = r["answer"].partition(" to ")
+        assert int(lo) <= r["count"] <= int(hi or lo)
