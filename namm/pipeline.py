@@ -501,6 +501,7 @@ def run_pipeline(cfg: PipelineConfig, config_path: str | None = None) -> Path:
         vrows, why = stage_video(cfg, weights, out)
         rows += vrows
         if why:
+            print(f"[3/4] video: skipped ({why})")
             skipped["video"] = why
     else:
         skipped["video"] = "disabled in the config"

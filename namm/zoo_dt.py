@@ -99,7 +99,8 @@ def new_dt(state_dim: int, act_dim: int, cfg: DTTrainConfig):
     conf = DecisionTransformerConfig(
         state_dim=state_dim, act_dim=act_dim, hidden_size=cfg.hidden, n_layer=cfg.layers, n_head=cfg.heads,
         n_inner=4 * cfg.hidden, max_ep_len=cfg.max_ep_len, action_tanh=True, activation_function="relu",
-        resid_pdrop=cfg.dropout, embd_pdrop=cfg.dropout, attn_pdrop=cfg.dropout)
+        resid_pdrop=cfg.dropout, embd_pdrop=cfg.dropout, attn_pdrop=cfg.dropout,
+        bos_token_id=None, eos_token_id=None)  # GPT-2's 50256 defaults mean nothing without a vocabulary
     conf._attn_implementation = "eager"
     return DecisionTransformerModel(conf)
 
