@@ -40,14 +40,14 @@ TABLE_POLICIES = ("full", "window", "namm", "h2o", "l2", "streamingllm")  # repo
 
 
 # --------------------------------------------------------------------------- config
-# The embedded evolution of `make demo`: continue from the shipped weights for 2 short generations on the
+# The embedded evolution of `make demo`: continue from the shipped weights for 3 short generations on the
 # language zoo (instances generated from the offline corpus with seed 0; evaluation uses seed 1000).
 DEMO_EVOLVE: dict[str, Any] = {
     "model": {"name": "zoo", "dtype": "float32", "device": "cpu", "seed": 0},
     "namm": {"scorer": "bam", "mode": "ragged", "n_up": 256},
-    "evolution": {"population": 4, "sigma0": 0.02, "init_from": "shipped", "seed": 0, "eval_mean_every": 0},
-    "stages": [{"tasks": ["code_completion"], "generations": 2}],
-    "data": {"code_completion": {"source": "zoo", "examples": 4, "samples": 2, "seed": 0,
+    "evolution": {"population": 6, "sigma0": 0.02, "init_from": "shipped", "seed": 0, "eval_mean_every": 0},
+    "stages": [{"tasks": ["code_completion"], "generations": 3}],
+    "data": {"code_completion": {"source": "zoo", "examples": 6, "samples": 3, "seed": 0,
                                  "context_tokens": 1024, "max_prompt_tokens": 1100}},
     "run": {"batched_population": True, "batch_size": 8, "checkpoint_every": 1},
 }
@@ -85,7 +85,7 @@ class LanguageStage:
     enabled: bool = True
     model: str = "zoo"  # zoo | a zoo folder name | a local path | an HF id
     tasks: list[str] = field(default_factory=lambda: ["kv_retrieval", "passage_retrieval", "code_completion", "qa_f1"])
-    samples: int = 6
+    samples: int = 10
     seed: int = 1000  # held-out instances: evolution draws with seeds 0..
     context_tokens: int = 1536
     data_dir: str | None = None  # LongBench JSONL folder for LongBench task names (default: $LONGBENCH_DIR)
@@ -127,10 +127,10 @@ class RLStage:
     envs: list[str] = field(default_factory=lambda: ["hopper", "halfcheetah", "walker2d"])
     levels: list[str] = field(default_factory=lambda: ["medium"])
     models: dict[str, str] = field(default_factory=dict)  # "env-level" -> DT folder / HF id (default: the zoo's)
-    episodes: int = 3
+    episodes: int = 5
     seed: int = 0
     max_ep_len: int = 1000
-    n_envs: int = 3
+    n_envs: int = 5
     n_up: int = 48
 
     def check(self, at: str) -> None:
