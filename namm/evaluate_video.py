@@ -147,24 +147,12 @@ def evaluate_video(model, tok, policy, pairs, batch_size: int = 16, progress: bo
             "predictions": r["predictions"], "heatmap": None if r["heatmap"] is None else np.asarray(r["heatmap"]).tolist()}
 
 
-def plot_heatmap(heat, path: Path, title: str) -> None:
+def plot_heatmap(heat, path: Path, title: str) -> Path:
     """``[updates, frames]`` fraction of each frame's tokens kept after each memory update."""
-    import matplotlib
+    from .plots import save_heatmap
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    h = np.asarray(heat, dtype=float)
-    fig, ax = plt.subplots(figsize=(6, 1.5 + 0.35 * h.shape[0]))
-    im = ax.imshow(np.ma.masked_invalid(h), aspect="auto", cmap="magma", vmin=0, vmax=1, interpolation="nearest")
-    ax.set_xlabel("frame")
-    ax.set_ylabel("memory update")
-    ax.set_title(title)
-    fig.colorbar(im, ax=ax, label="fraction of the frame's tokens kept")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    return save_heatmap(heat, path, title, "frame", "memory update", "fraction of the frame's tokens kept",
+                        cmap="magma", height=1.5)
 
 
 def write_video_results(out: Path, res: dict[str, Any]) -> Path:

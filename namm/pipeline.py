@@ -234,12 +234,8 @@ def stage_weights(cfg: PipelineConfig, out: Path) -> tuple[Path, dict[str, Any]]
 
 def _kept_heatmap(model, tok, policy, prompt: str, path: Path, title: str) -> None:
     """Which prompt positions each layer still holds after one NAMM generation (fraction of heads)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     from . import memory
+    from .plots import save_heatmap
 
     ids = tok(prompt, return_tensors="pt")["input_ids"][:, -2048:].to(model.device)
     with memory(model, policy) as mem:
@@ -252,16 +248,7 @@ def _kept_heatmap(model, tok, policy, prompt: str, path: Path, title: str) -> No
         pos, valid = layer.pos[0].cpu(), layer.valid[0].cpu()  # [H, N]
         for h in range(pos.shape[0]):
             grid[i, pos[h][valid[h]]] += 1.0 / pos.shape[0]
-    fig, ax = plt.subplots(figsize=(8, 2 + 0.3 * len(cache.layers)))
-    im = ax.imshow(grid.numpy(), aspect="auto", interpolation="nearest", cmap="viridis", vmin=0, vmax=1)
-    ax.set_xlabel("token position")
-    ax.set_ylabel("layer")
-    ax.set_title(title)
-    fig.colorbar(im, ax=ax, label="fraction of heads keeping it")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_heatmap(grid.numpy(), path, title, "token position", "layer", "fraction of heads keeping it")
 
 
 def stage_language(cfg: PipelineConfig, weights: Path, out: Path) -> list[dict[str, Any]]:
