@@ -10,7 +10,7 @@ transfer table compares policies at the same memory. The report folder holds::
     OUT/table.csv          the same rows, flat
     OUT/report.md          the transfer table, the plots, the machine and how to scale up
     OUT/evolve/            the evolution run (fitness.png, log, namm.safetensors), when it evolved
-    OUT/language/ OUT/rl/  per-stage results.json / CSV / plots
+    OUT/language/ OUT/video/ OUT/rl/   per-policy results.json / CSV, and each stage's plots
 
 The dataclass defaults below ARE the embedded default (``make demo``): a short warm-started evolution and
 small samples that finish on a 2-core CPU in minutes. ``configs/pipeline_*.yaml`` are the larger ones.
@@ -107,7 +107,7 @@ class LanguageStage:
 class VideoStage:
     enabled: bool = True
     model: str = "zoo"  # zoo | a LLaVA-NeXT-Video folder | an HF id
-    data: str = "zoo"  # zoo | mlvu:PATH.json | longvideobench:PATH.json
+    data: str = "zoo"  # zoo | zoo-open | mlvu:PATH.json | longvideobench:PATH.json
     frames: int = 16
     samples: int = 10  # per question kind (zoo) or in all (benchmarks)
     seed: int = 1000  # held-out: the zoo video model trained on seeds 0..
@@ -118,7 +118,7 @@ class VideoStage:
         _require(self.frames >= 1 and self.samples >= 1, f"{at}.frames/samples", (self.frames, self.samples),
                  "use positive counts")
         _require(self.data in ("zoo", "zoo-open") or self.data.partition(":")[0] in ("mlvu", "longvideobench"), f"{at}.data",
-                 self.data, "use zoo, mlvu:PATH.json or longvideobench:PATH.json")
+                 self.data, "use zoo, zoo-open, mlvu:PATH.json or longvideobench:PATH.json")
 
 
 @dataclass
@@ -216,10 +216,10 @@ def _matched_budget(frac: float) -> float | None:
 def stage_weights(cfg: PipelineConfig, out: Path) -> tuple[Path, dict[str, Any]]:
     """Evolve (or pick) the NAMM weights every later stage uses unchanged."""
     ev = cfg.evolve
-    if ev.weights == "shipped":
-        return SHIPPED_NAMM, {"source": "shipped", "path": str(SHIPPED_NAMM)}
     if ev.weights != "evolve":
-        return Path(ev.weights), {"source": "file", "path": ev.weights}
+        path = SHIPPED_NAMM if ev.weights == "shipped" else Path(ev.weights)
+        print(f"[1/4] evolve: skipped, using {path}")
+        return path, {"source": "shipped" if ev.weights == "shipped" else "file", "path": str(path)}
     from .evolution import evolve
 
     print(f"[1/4] evolve: {ev.config or 'the embedded demo evolution'} {' '.join(ev.overrides)}")
