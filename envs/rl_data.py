@@ -17,7 +17,6 @@ command instead of committed. 150k steps take ~13 minutes per env on one CPU cor
 from __future__ import annotations
 
 import json
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -122,6 +121,8 @@ def build_rl_data(env: str, out: str | Path, steps: int = 150_000, medium_steps:
     """Train the behaviour agent and write both levels + ``manifest.json`` into ``out``; returns ``out``."""
     import torch
 
+    from namm.zoo import zoo_command
+
     torch.set_num_threads(threads)
     key = canonical_env(env)
     out = Path(out)
@@ -139,7 +140,7 @@ def build_rl_data(env: str, out: str | Path, steps: int = 150_000, medium_steps:
     medium = collect_dataset(key, act, medium_steps, seed=seed + 1, progress=progress)
     write_dataset(dataset_path(out, key, "medium"), medium)
     manifest = {"format": "namm-testbed/rl-data", "version": 1, "env": key,
-                "command": "namm zoo rl-data " + " ".join(sys.argv[3:]) if sys.argv[1:3] == ["zoo", "rl-data"] else None,
+                "command": zoo_command("rl-data"),
                 "seed": seed, "behaviour": {"algo": "SAC (stable-baselines3 MlpPolicy)", "net_arch": list(net),
                                              "batch_size": batch_size, "steps": steps,
                                              "train_seconds": round(train_s, 1)},

@@ -33,7 +33,7 @@ import numpy as np
 __all__ = [
     "LETTERS", "VideoQAItem", "VideoQADataError", "MissingVideoError", "VideoDecodeError",
     "load_longvideobench", "load_mlvu", "uniform_indices", "sample_frames", "load_frames",
-    "build_prompt", "chat_prompt", "parse_answer", "score", "make_synthetic_video_qa", "synthetic_items",
+    "build_prompt", "chat_prompt", "parse_answer", "score", "make_synthetic_video_qa", "synthetic_items", "synthetic_qa_item",
     "SYNTHETIC_KINDS",
 ]
 
@@ -495,6 +495,13 @@ def _write_mp4(path: Path, video: np.ndarray, fps: int) -> None:
                 c.mux(pkt)
         for pkt in s.encode():
             c.mux(pkt)
+
+
+def synthetic_qa_item(rec: dict, kind: str, item_id: str, source: str) -> VideoQAItem:
+    """The :class:`VideoQAItem` of one :func:`synthetic_items` record (its video stays in memory)."""
+    return VideoQAItem(id=item_id, video=Path(f"{item_id}.npy"), question=rec["question"],
+                       options=tuple(rec["candidates"]), answer=rec["candidates"].index(rec["answer"]),
+                       group=kind, source=source)
 
 
 def synthetic_items(n: int, frames: int, size: int, seed: int, kind: str, fixed_options: bool = False):

@@ -116,16 +116,13 @@ def load_video_data(spec: str, samples: int, seed: int, frames: int, size: int =
     """``zoo`` (``samples`` per kind, seeded; the fixed-option questions the zoo model learned),
     ``zoo-open`` (the same kinds with per-question options), or ``mlvu:PATH`` / ``longvideobench:PATH``
     (first ``samples`` questions, ``frames`` sampled uniformly from each video)."""
-    from namm.envs.video_qa import VideoQAItem, load_frames, load_longvideobench, load_mlvu, synthetic_items
+    from namm.envs.video_qa import load_frames, load_longvideobench, load_mlvu, synthetic_items, synthetic_qa_item
 
     if spec in ("zoo", "zoo-open"):
         out = []
         for kind in kinds:
             for i, (video, rec) in enumerate(synthetic_items(samples, frames, size, seed, kind, spec == "zoo")):
-                item = VideoQAItem(id=f"{kind}_{seed}_{i}", video=Path(f"{kind}_{i}.npy"), question=rec["question"],
-                                   options=tuple(rec["candidates"]), answer=rec["candidates"].index(rec["answer"]),
-                                   group=kind, source=f"synthetic seed {seed}")
-                out.append((item, video))
+                out.append((synthetic_qa_item(rec, kind, f"{kind}_{seed}_{i}", f"synthetic seed {seed}"), video))
         return out
     kind, _, path = spec.partition(":")
     loaders = {"mlvu": load_mlvu, "longvideobench": load_longvideobench}

@@ -239,6 +239,32 @@ def load_zoo_lm(path: str | Path = DEFAULT_LM, dtype: torch.dtype = torch.float3
     return model, tok
 
 
+def zoo_command(sub: str) -> str | None:
+    """This process's ``namm zoo <sub> ...`` command line, for a manifest (None when called from Python)."""
+    if sys.argv[1:3] != ["zoo", sub]:
+        return None
+    return f"namm zoo {sub} " + " ".join(shlex.quote(a) for a in sys.argv[3:])
+
+
+def add_config_args(p, cls, required: tuple[str, ...] = ()) -> None:
+    """One ``--flag`` per field of the dataclass ``cls`` (its defaults; bools as --x / --no-x)."""
+    import argparse
+
+    for f, v in asdict(cls()).items():
+        flag = "--" + f.replace("_", "-")
+        if f in required:
+            p.add_argument(flag, required=True)
+        elif isinstance(v, bool):  # type=bool would read "--x False" as True
+            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=v)
+        else:
+            p.add_argument(flag, type=type(v), default=v)
+
+
+def config_from_args(cls, a):
+    """The ``cls`` instance that :func:`add_config_args` flags describe."""
+    return cls(**{k: v for k, v in vars(a).items() if k in cls.__dataclass_fields__})
+
+
 def build_tasks(model_dir: str | Path, out: str | Path, n: int, seed: int, context_tokens: int,
                 corpus_mb: int = 24) -> Path:
     """Write held-out zoo task instances (LongBench JSONL, one file per task) for ``namm evolve``/eval."""

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import math
-import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -23,6 +22,7 @@ import torch
 
 from namm.checkpoint import atomic_write
 from namm.envs.d4rl import canonical_env, load_dataset, returns_to_go, split_trajectories, state_stats
+from namm.zoo import add_config_args, config_from_args, zoo_command
 
 __all__ = ["DTTrainConfig", "DTBatcher", "new_dt", "train_dt", "add_train_dt_command"]
 
@@ -166,7 +166,7 @@ def train_dt(cfg: DTTrainConfig, progress: bool = True) -> Path:
                                         "episodes", "seed")}
     manifest = {
         "format": "namm-testbed/zoo-dt", "version": 1,
-        "command": "namm zoo train-dt " + " ".join(sys.argv[3:]) if sys.argv[1:3] == ["zoo", "train-dt"] else None,
+        "command": zoo_command("train-dt"),
         "config": asdict(cfg), "parameters": sum(p.numel() for p in model.parameters()),
         "data": {"transitions": len(data), "episodes": int(len(rets)), "return_mean": float(rets.mean()),
                  "return_max": target},
@@ -179,19 +179,11 @@ def train_dt(cfg: DTTrainConfig, progress: bool = True) -> Path:
 
 
 def add_train_dt_command(zsub) -> None:
-    import argparse
-
     p = zsub.add_parser("train-dt", help="train a zoo Decision Transformer on a D4RL-format dataset into --out")
-    d = DTTrainConfig()
-    for f, v in asdict(d).items():
-        if f in ("dataset", "out"):
-            p.add_argument("--" + f, required=True)
-        else:
-            p.add_argument("--" + f.replace("_", "-"), type=type(v), default=v)
+    add_config_args(p, DTTrainConfig, required=("dataset", "out"))
 
-    def run(a: argparse.Namespace) -> None:
-        cfg = DTTrainConfig(**{k: v for k, v in vars(a).items() if k in DTTrainConfig.__dataclass_fields__})
-        out = train_dt(cfg)
+    def run(a) -> None:
+        out = train_dt(config_from_args(DTTrainConfig, a))
         ev = json.loads((out / "manifest.json").read_text())["eval_window"]
         print(f"wrote {out}" + (f" (window-mode normalised return {ev['normalized_return_mean']:.1f})" if ev else ""))
 

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import json
 import math
-import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -33,6 +32,7 @@ import numpy as np
 import torch
 
 from namm.checkpoint import atomic_write
+from namm.zoo import add_config_args, config_from_args, zoo_command
 
 __all__ = ["VideoTrainConfig", "ZOO_VIDEO", "new_video_model", "train_video", "add_train_video_command"]
 
@@ -112,7 +112,7 @@ def new_video_model(cfg: VideoTrainConfig):
 def train_video(cfg: VideoTrainConfig, progress: bool = True) -> Path:
     from tqdm.auto import tqdm
 
-    from namm.envs.video_qa import VideoQAItem, synthetic_items
+    from namm.envs.video_qa import synthetic_items, synthetic_qa_item
 
     from .evaluate_video import VideoBatcher, evaluate_video, load_video_data
 
@@ -132,10 +132,6 @@ def train_video(cfg: VideoTrainConfig, progress: bool = True) -> Path:
             return cfg.frames
         return min(cfg.frames, 4 if step < cfg.steps // 4 else 8 if step < cfg.steps // 2 else cfg.frames)
 
-    def item(rec: dict, kind: str) -> VideoQAItem:
-        return VideoQAItem(id=kind, video=Path(f"{kind}.npy"), question=rec["question"], options=tuple(rec["candidates"]),
-                           answer=rec["candidates"].index(rec["answer"]), group=kind, source="synthetic")
-
     curve, run, t0 = [], float("nan"), time.time()
     model.train()
     with tqdm(range(cfg.steps), desc="train-video", disable=not progress) as bar:
@@ -149,7 +145,7 @@ def train_video(cfg: VideoTrainConfig, progress: bool = True) -> Path:
                 if key not in streams:  # each (kind, frame count) its own seeded stream
                     streams[key] = synthetic_items(10**9, nf, cfg.size, cfg.seed + 7919 * nf, str(k), fixed_options=True)
                 video, rec = next(streams[key])
-                pairs.append((item(rec, str(k)), video))
+                pairs.append((synthetic_qa_item(rec, str(k), f"{k}_{step}", "synthetic (training)"), video))
             b = batcher([p[0] for p in pairs], [p[1] for p in pairs], with_answer=True)
             labels = b.pop("labels")
             k = int((labels != -100).sum(-1).max())  # answer tokens, all at the row ends (left padding)
@@ -177,7 +173,7 @@ def train_video(cfg: VideoTrainConfig, progress: bool = True) -> Path:
         f.chmod(0o644)
     chance = {k: 100.0 / 5 for k in kinds}  # five fixed options per question
     manifest = {"format": "namm-testbed/zoo-video", "version": 1,
-                "command": "namm zoo train-video " + " ".join(sys.argv[3:]) if sys.argv[1:3] == ["zoo", "train-video"] else None,
+                "command": zoo_command("train-video"),
                 "config": asdict(cfg), "parameters": sum(p.numel() for p in model.parameters()),
                 "tokens_per_frame": (cfg.size // cfg.patch // 2) ** 2, "train_seconds": round(train_s, 1),
                 "curve": curve, "heldout_seed": 1000, "heldout_full_cache": acc, "chance": chance,
@@ -189,12 +185,10 @@ def train_video(cfg: VideoTrainConfig, progress: bool = True) -> Path:
 
 def add_train_video_command(zsub) -> None:
     p = zsub.add_parser("train-video", help="train the zoo video model (small LLaVA-NeXT-Video) on procedural video QA")
-    for f, v in asdict(VideoTrainConfig()).items():
-        p.add_argument("--" + f.replace("_", "-"), type=type(v), default=v)
+    add_config_args(p, VideoTrainConfig)
 
     def run(a) -> None:
-        cfg = VideoTrainConfig(**{k: v for k, v in vars(a).items() if k in VideoTrainConfig.__dataclass_fields__})
-        out = train_video(cfg)
+        out = train_video(config_from_args(VideoTrainConfig, a))
         acc = json.loads((out / "manifest.json").read_text())["heldout_full_cache"]
         print(f"wrote {out}: held-out accuracy {acc['accuracy']:.1f}% by kind {acc['by_group']}")
 

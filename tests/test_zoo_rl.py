@@ -112,3 +112,20 @@ def test_rollout_cli_takes_a_zoo_level_name(tiny_data, tmp_path, monkeypatch):
           "--max-ep-len", "20", "--no-progress", "--out", str(tmp_path / "ro")])
     doc = json.loads((tmp_path / "ro" / "results.json").read_text())
     assert doc["model"] == str(tmp_path / "dt-hopper-medium-replay") and doc["episodes"] == 1
+
+
+def test_config_flags_from_dataclass_fields():
+    import argparse
+
+    from namm.zoo import add_config_args, config_from_args
+    from namm.zoo_video import VideoTrainConfig
+
+    p = argparse.ArgumentParser()
+    add_config_args(p, VideoTrainConfig)
+    assert config_from_args(VideoTrainConfig, p.parse_args([])).curriculum is True
+    cfg = config_from_args(VideoTrainConfig, p.parse_args(["--no-curriculum", "--steps", "7", "--lr", "0.01"]))
+    assert cfg.curriculum is False and cfg.steps == 7 and cfg.lr == 0.01
+    q = argparse.ArgumentParser()
+    add_config_args(q, DTTrainConfig, required=("dataset", "out"))
+    with pytest.raises(SystemExit):
+        q.parse_args([])  # --dataset and --out are required
