@@ -8,6 +8,12 @@ command, seed, data, model config, training curve and full-cache scores) to one 
 
 Objective: next-token loss over every token plus the same loss over answer tokens only, so that the
 few answer tokens of each task example are not drowned by thousands of context tokens.
+
+On a GPU the CPU side is the bottleneck: ``--workers N`` builds task examples in N DataLoader
+processes, ``--device cuda`` trains under bf16 autocast, ``--max-minutes`` fits the curriculum to a
+wall-clock budget (each stage gets its share by steps) and ``--corpus DIR`` reads a saved corpus, so
+a machine with other packages installed trains on the same documents and splits. The shipped LM was
+trained that way on a lent H200 (its manifest records the command and the per-task answer losses).
 """
 
 from __future__ import annotations
@@ -55,6 +61,11 @@ class LMTrainConfig:
     eval_context: int = 2048
     tasks: str = ""  # comma-separated zoo tasks of the training mixture (default: all)
     init_from: str = ""  # continue from a trained zoo LM folder (its tokenizer and weights; fresh optimiser)
+    corpus: str = ""  # a saved corpus folder (Corpus.save) instead of this machine's packages
+    device: str = "cpu"  # "cuda": bf16 autocast on the GPU
+    workers: int = 0  # DataLoader processes that build task examples (the CPU side is the bottleneck on a GPU)
+    max_minutes: float = 0.0  # > 0: each stage trains for its share (by steps) of this wall-clock budget
+    checkpoint_minutes: float = 0.0  # > 0: also save the weights every this many minutes
 
 
 class _TextStream:
@@ -74,42 +85,68 @@ class _TextStream:
         return out
 
 
-def _batch(cfg, seq_len: int, batch: int, tok, stream: _TextStream, mixture, rng: random.Random):
-    """``ids [B, L]`` and ``answer_mask [B, L]`` (True on answer tokens, as labels)."""
-    ids = torch.empty(batch, seq_len, dtype=torch.long)
-    ans = torch.zeros(batch, seq_len, dtype=torch.bool)
-    for r in range(batch):
-        row: list[int] = []
-        if rng.random() < cfg.task_fraction:
-            ex = next(mixture)
-            p = tok(ex["prompt"], add_special_tokens=False)["input_ids"]
-            a = tok(ex["answer"], add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
-            if len(p) + len(a) <= seq_len:
-                row = p + a
-                ans[r, len(p) : len(p) + len(a)] = True
-        row = row + stream.take(seq_len - len(row))
-        ids[r] = torch.tensor(row[:seq_len])
-    return ids, ans
+class _Rows(torch.utils.data.IterableDataset):
+    """Endless training rows of one curriculum stage: ``(ids [L], answer_mask [L], task)``.
+
+    A row holds one task example (prompt + answer + eos, with probability ``task_fraction``) and is
+    filled up with plain text; ``task`` is the example's index in ``names`` (-1: plain text only).
+    Each DataLoader worker draws its own examples (its id is part of the seed).
+    """
+
+    def __init__(self, cfg: "LMTrainConfig", stage: int, seq_len: int, tok, docs, names: list[str]) -> None:
+        self.cfg, self.stage, self.seq_len, self.tok, self.docs, self.names = cfg, stage, seq_len, tok, docs, names
+
+    def __iter__(self):
+        from namm.envs.zoo_tasks import training_mixture
+
+        info = torch.utils.data.get_worker_info()
+        w = info.id if info is not None else 0
+        cfg, L, tok = self.cfg, self.seq_len, self.tok
+        def mixture_from(restart: int):
+            return training_mixture(tok, self.docs, n=10**9, context_tokens=(min(max(256, L // 4), int(L * 0.85)), int(L * 0.85)),
+                                    seed=cfg.seed * 1000 + self.stage + 100_000 * w + 10**7 * restart,
+                                    tasks=self.names)
+
+        restarts = 0
+        mixture = mixture_from(restarts)
+        stream = _TextStream(self.docs, tok, cfg.seed + 7919 * w)
+        rng = random.Random(f"{cfg.seed}:{self.stage}:{w}")
+        while True:
+            row, ans, task, ex = [], torch.zeros(L, dtype=torch.bool), -1, None
+            if rng.random() < cfg.task_fraction:
+                try:
+                    ex = next(mixture)
+                except RuntimeError:  # a draw no example fits (rare, short contexts): new draws, this row is text
+                    restarts += 1
+                    mixture = mixture_from(restarts)
+                    ex = None
+            if ex is not None:
+                p = tok(ex["prompt"], add_special_tokens=False)["input_ids"]
+                a = tok(ex["answer"], add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+                if len(p) + len(a) <= L:
+                    row, task = p + a, self.names.index(ex["task"])
+                    ans[len(p): len(p) + len(a)] = True
+            row = row + stream.take(L - len(row))
+            yield torch.tensor(row[:L]), ans, task
 
 
-def _lr(step: int, total: int, cfg: LMTrainConfig) -> float:
+def _lr(step: int, progress: float, cfg: LMTrainConfig) -> float:
+    """Linear warm-up over ``cfg.warmup`` steps, then cosine to 10% over ``progress`` in [0, 1]."""
     if step < cfg.warmup:
         return cfg.lr * (step + 1) / cfg.warmup
-    t = (step - cfg.warmup) / max(1, total - cfg.warmup)
-    return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, t))))
+    return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
 
 
-def build_data(cfg: LMTrainConfig, out: Path):
-    """Corpus + tokenizer (saved under ``out/tokenizer``); returns ``(corpus, tokenizer)``."""
+def _tokenizer(cfg: LMTrainConfig, corpus, out: Path):
+    """The BPE tokenizer of ``out`` (trained on the corpus' TRAIN split if ``out`` has none yet)."""
     from transformers import AutoTokenizer
 
-    from namm.envs.corpus import collect_corpus, train_tokenizer
+    from namm.envs.corpus import train_tokenizer
 
-    corpus = collect_corpus(max_bytes=cfg.corpus_mb * 1_000_000, seed=cfg.seed)
     if not (out / "tokenizer.json").exists():
         # beside the weights, so AutoTokenizer/AutoModel both load from the one folder
         train_tokenizer(corpus, vocab_size=cfg.vocab, seed=cfg.seed).save_pretrained(out)
-    return corpus, AutoTokenizer.from_pretrained(out)
+    return AutoTokenizer.from_pretrained(out)
 
 
 def new_model(cfg: LMTrainConfig, tok):
@@ -139,9 +176,23 @@ def quick_eval(model, tok, corpus, n: int, context_tokens: int, seed: int) -> di
     return out
 
 
+def _load_corpus(cfg: LMTrainConfig):
+    from namm.envs.corpus import Corpus, collect_corpus
+
+    if cfg.corpus:
+        return Corpus.load(cfg.corpus)
+    return collect_corpus(max_bytes=cfg.corpus_mb * 1_000_000, seed=cfg.seed)
+
+
+def _save_weights(model, out: Path) -> None:
+    """bf16 safetensors, without touching the fp32 training weights."""
+    model.save_pretrained(out, safe_serialization=True,
+                          state_dict={k: v.detach().to("cpu", torch.bfloat16) for k, v in model.state_dict().items()})
+
+
 def train_lm(cfg: LMTrainConfig, argv: list[str] | None = None) -> Path:
     """Train the zoo LM; returns the output folder."""
-    from namm.envs.zoo_tasks import training_mixture
+    from namm.envs.zoo_tasks import ZOO_TASKS
 
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -149,78 +200,113 @@ def train_lm(cfg: LMTrainConfig, argv: list[str] | None = None) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
     previous = {}
+    corpus = _load_corpus(cfg)
     if cfg.init_from:
         from transformers import AutoTokenizer, LlamaForCausalLM
 
         src = Path(cfg.init_from)
         previous = json.loads((src / "manifest.json").read_text()) if (src / "manifest.json").exists() else {}
-        from namm.envs.corpus import collect_corpus
-
-        corpus = collect_corpus(max_bytes=cfg.corpus_mb * 1_000_000, seed=cfg.seed)
         tok = AutoTokenizer.from_pretrained(src)
         model = LlamaForCausalLM.from_pretrained(src, dtype=torch.float32).train()
         if src.resolve() != out.resolve():
             tok.save_pretrained(out)
     else:
-        corpus, tok = build_data(cfg, out)
+        tok = _tokenizer(cfg, corpus, out)
         model = new_model(cfg, tok).train()
     model.set_attn_implementation("sdpa")
+    dev = torch.device(cfg.device)
+    model.to(dev)
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=dev.type == "cuda")
     decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
     no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
                              {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.95))
-    stream = _TextStream(corpus.train, tok, cfg.seed)
-    rng = random.Random(cfg.seed)
+    names = cfg.tasks.split(",") if cfg.tasks else list(ZOO_TASKS)
+    kinds = sorted(set(names))
     total = sum(s for _, _, s in cfg.stages)
+    budget_s = 60 * cfg.max_minutes
     curve, step, tokens = [], 0, 0
+    log_loss = torch.zeros(len(kinds) + 1, 2, device=dev)  # per task (+ text): [answer-loss sum, rows]
     # every train-lm run that built this model, oldest first (this run is appended at the end)
     runs = previous.get("runs") or ([{k: previous.get(k) for k in ("command", "config")}] if previous else [])
-    bar = tqdm(total=total, desc="train-lm", unit="step")
+    command = "namm zoo train-lm " + " ".join(shlex.quote(a) for a in (argv or []))
+    train_t0, last_ckpt, done_steps = time.time(), time.time(), 0
+    bar = tqdm(total=None if budget_s else total, desc="train-lm", unit="step")
+
+    def log(seq_len: int, lm: float, ans: float) -> None:
+        sums = log_loss.tolist()
+        by_task = {k: round(sums[i][0] / sums[i][1], 4) for i, k in enumerate(kinds) if sums[i][1]}
+        log_loss.zero_()
+        curve.append({"run": len(runs), "step": step, "seq_len": seq_len, "lm_loss": round(lm, 4),
+                      "answer_loss": round(ans, 4), "answer_loss_by_task": by_task,
+                      "lr": round(opt.param_groups[0]["lr"], 6), "tokens": tokens,
+                      "minutes": round((time.time() - t0) / 60, 2)})
+        bar.set_postfix(lm=f"{lm:.3f}", ans=f"{ans:.3f}", L=seq_len)
+
     for si, (seq_len, batch, steps) in enumerate(cfg.stages):
-        mixture = training_mixture(tok, corpus, n=10**9, seed=cfg.seed * 1000 + si,
-                                   context_tokens=(seq_len // 4, int(seq_len * 0.85)),
-                                   tasks=cfg.tasks.split(",") if cfg.tasks else None)
-        for _ in range(steps):
-            ids, ans = _batch(cfg, seq_len, batch, tok, stream, mixture, rng)
-            logits = model(input_ids=ids).logits[:, :-1].float()
+        rows = _Rows(cfg, si, seq_len, tok, corpus.train, names)
+        loader = torch.utils.data.DataLoader(rows, batch_size=batch, num_workers=cfg.workers,
+                                             prefetch_factor=8 if cfg.workers else None,
+                                             pin_memory=dev.type == "cuda")
+        # time-budgeted runs: this stage ends when its share of the budget is spent
+        stage_end = train_t0 + budget_s * (done_steps + steps) / total if budget_s else None
+        done_steps += steps
+        for n_in_stage, (ids, ans, task) in enumerate(loader):
+            if stage_end is None and n_in_stage >= steps or stage_end is not None and time.time() >= stage_end:
+                break
+            ids, ans, task = ids.to(dev, non_blocking=True), ans.to(dev, non_blocking=True), task.to(dev)
+            with autocast:
+                logits = model(input_ids=ids).logits[:, :-1]
             tgt = ids[:, 1:]
-            nll = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), tgt.reshape(-1),
+            nll = torch.nn.functional.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), tgt.reshape(-1),
                                                     reduction="none").view_as(tgt)
             lm = nll.mean()
             am = ans[:, 1:]
+            row_ans = (nll * am).sum(1) / am.sum(1).clamp_min(1)  # [B]
             ans_loss = (nll * am).sum() / am.sum().clamp_min(1)
             loss = lm + cfg.answer_weight * ans_loss
+            progress = (time.time() - train_t0) / budget_s if budget_s else step / total
             for g in opt.param_groups:
-                g["lr"] = _lr(step, total, cfg)
+                g["lr"] = _lr(step, progress, cfg)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             opt.step()
+            with torch.no_grad():
+                slot = torch.tensor([kinds.index(names[t]) if t >= 0 else len(kinds) for t in task.tolist()],
+                                    device=dev)
+                log_loss.index_put_((slot, torch.zeros_like(slot)), row_ans.detach(), accumulate=True)
+                log_loss.index_put_((slot, torch.ones_like(slot)), torch.ones_like(row_ans), accumulate=True)
             step += 1
             tokens += ids.numel()
-            if step % 10 == 0 or step == total:
-                curve.append({"run": len(runs), "step": step, "seq_len": seq_len, "lm_loss": round(lm.item(), 4),
-                              "answer_loss": round(ans_loss.item(), 4), "tokens": tokens,
-                              "minutes": round((time.time() - t0) / 60, 2)})
-                bar.set_postfix(lm=f"{lm.item():.3f}", ans=f"{ans_loss.item():.3f}", L=seq_len)
+            if step % 10 == 0:
+                log(seq_len, lm.item(), ans_loss.item())
+            if cfg.checkpoint_minutes and time.time() - last_ckpt >= 60 * cfg.checkpoint_minutes:
+                _save_weights(model, out)
+                (out / "curve.json").write_text(json.dumps(curve))
+                last_ckpt = time.time()
             bar.update(1)
+        del loader
+    if step and (not curve or curve[-1]["step"] != step):
+        log(seq_len, lm.item(), ans_loss.item())
     bar.close()
-    model.eval()
-    model.to(torch.bfloat16).save_pretrained(out, safe_serialization=True)
-    model.float()
+    model.eval().to("cpu")
+    _save_weights(model, out)
+    # score what was shipped: the bf16 weights, computed in fp32
+    model.load_state_dict({k: v.to(torch.bfloat16).float() for k, v in model.state_dict().items()})
     scores = quick_eval(model, tok, corpus, cfg.eval_examples, cfg.eval_context, seed=12345) if cfg.eval_examples else {}
     manifest = {
-        "command": "namm zoo train-lm " + " ".join(shlex.quote(a) for a in (argv or [])),
+        "command": command,
         "config": asdict(cfg),
         "python": sys.version.split()[0],
         "torch": torch.__version__,
+        "device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
         "data": corpus.stats() if hasattr(corpus, "stats") else {},
         "params": sum(p.numel() for p in model.parameters()),
         "tokens_seen": previous.get("tokens_seen", 0) + tokens,
         "train_minutes": round((time.time() - t0) / 60, 2) + previous.get("train_minutes", 0),
         "curve": previous.get("curve", []) + curve,
-        "runs": runs + [{"command": "namm zoo train-lm " + " ".join(shlex.quote(a) for a in (argv or [])),
-                         "config": asdict(cfg)}],
+        "runs": runs + [{"command": command, "config": asdict(cfg)}],
         "full_cache_scores": {"context_tokens": cfg.eval_context, "examples": cfg.eval_examples, "scores": scores},
     }
     (out / "manifest.json").write_text(json.dumps(manifest, indent=1, default=str))
@@ -287,7 +373,8 @@ def add_zoo_command(sub) -> None:
     d = LMTrainConfig()
     for f in ("out", "seed", "corpus_mb", "vocab", "hidden", "layers", "heads", "kv_heads", "intermediate",
               "max_positions", "rope_theta", "lr", "warmup", "task_fraction", "answer_weight", "threads", "eval_examples",
-              "eval_context", "tasks", "init_from"):
+              "eval_context", "tasks", "init_from", "corpus", "device", "workers", "max_minutes",
+              "checkpoint_minutes"):
         t.add_argument("--" + f.replace("_", "-"), type=type(getattr(d, f)), default=getattr(d, f))
     t.add_argument("--stages", default=",".join(f"{a}x{b}x{c}" for a, b, c in d.stages),
                    help="curriculum as LENxBATCHxSTEPS,... (default %(default)s)")

@@ -42,3 +42,49 @@ def test_eval_cli_writes_results_for_each_policy(zoo_dir, tmp_path):
         else:
             assert t["mean_cache_fraction"] <= 0.55
     assert (out / "summary.csv").exists() and (out / "score_vs_cache.png").exists()
+
+
+def test_training_rows_mask_exactly_the_answer(tmp_path):
+    """A task row is prompt + answer + eos, then plain text; the mask covers answer + eos only."""
+    from transformers import AutoTokenizer
+
+    from namm.envs.corpus import collect_corpus
+    from namm.zoo import DEFAULT_LM, _Rows
+
+    tok = AutoTokenizer.from_pretrained(DEFAULT_LM)
+    corpus = collect_corpus(max_bytes=1_000_000)
+    names = ["kv_retrieval", "qa_f1"]
+    rows = iter(_Rows(LMTrainConfig(task_fraction=1.0), 0, 512, tok, corpus.train, names))
+    seen = set()
+    for _ in range(4):
+        ids, ans, task = next(rows)
+        assert ids.shape == ans.shape == (512,)
+        assert task in (0, 1)
+        seen.add(names[task])
+        masked = ids[ans].tolist()
+        assert masked[-1] == tok.eos_token_id and ans.nonzero().flatten().diff().eq(1).all()
+        prompt = tok.decode(ids[: int(ans.nonzero()[0])])
+        assert prompt.rstrip().endswith("Answer:")
+    assert seen == set(names)  # round-robin over the mixture
+
+
+def test_train_lm_from_saved_corpus_with_workers_and_time_budget(tmp_path):
+    """The GPU recipe's knobs on CPU: a saved corpus, 2 example-building workers, a wall-clock budget."""
+    from namm.envs.corpus import collect_corpus
+
+    corpus_dir = collect_corpus(max_bytes=1_000_000).save(tmp_path / "corpus")
+    out = tmp_path / "lm"
+    cfg = LMTrainConfig(out=str(out), corpus=str(corpus_dir), vocab=512, hidden=32, layers=2, heads=2, kv_heads=1,
+                        intermediate=64, max_positions=1024, stages=[(512, 2, 3), (512, 2, 1)], warmup=1,
+                        workers=2, max_minutes=0.1, eval_examples=0, tasks="kv_retrieval")
+    train_lm(cfg)
+    man = json.loads((out / "manifest.json").read_text())
+    assert man["config"]["corpus"] == str(corpus_dir) and man["device"] == "cpu"
+    assert man["data"]["files"] == len(json.loads((corpus_dir / "manifest.json").read_text()) and
+                                       (corpus_dir / "documents.jsonl").read_text().splitlines())
+    steps = man["curve"][-1]["step"] if man["curve"] else 0
+    assert man["tokens_seen"] == steps * 2 * 512
+    for entry in man["curve"]:
+        assert set(entry["answer_loss_by_task"]) <= {"kv_retrieval"}
+    model, tok = load_zoo_lm(out)
+    assert model.config.hidden_size == 32
