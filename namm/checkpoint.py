@@ -53,6 +53,7 @@ def policy_config(policy: NAMM) -> dict:
         "scorer": policy.scorer, "hidden": policy.hidden, "feature_dim": c.feature_dim,
         "num_params": policy.net.num_params, "n_up": policy.n_up, "mode": policy.mode,
         "n_fft": c.n_fft, "hop": c.hop, "ema": c.ema, "n_pos": c.n_pos, "pos_base": c.pos_base,
+        "budget": policy.budget,
     }
 
 
@@ -105,7 +106,8 @@ def load_namm(path: str | os.PathLike, **overrides) -> NAMM:
     if spectral.feature_dim != cfg["feature_dim"]:
         raise CheckpointError(f"{path}: feature_dim {cfg['feature_dim']} does not match its STFT/age settings ({spectral.feature_dim})")
     kw = dict(params=tensors["params"], mean=tensors["mean"], var=tensors["var"], scorer=cfg["scorer"],
-              hidden=cfg["hidden"], n_up=cfg["n_up"], mode=cfg["mode"], spectral=spectral)
+              hidden=cfg["hidden"], n_up=cfg["n_up"], mode=cfg["mode"], spectral=spectral,
+              budget=cfg.get("budget"))  # files written before budgets were saved have none
     kw.update(overrides)
     try:
         return NAMM(**kw)

@@ -83,9 +83,20 @@ class NammConfig:
     n_fft: int = 32
     hop: int = 16
     ema: float = 0.99
+    # optional cap on top of the threshold: a fraction of tokens seen (0.5) or a token count; it is saved
+    # with the weights and applied by `--policy namm` (a memory target evolution then ranks tokens for)
+    budget: float | int | None = None
 
     def check(self, at: str) -> None:
+        import torch
+
+        from .selection import budget_tokens
+
         _require(self.hidden >= 1, f"{at}.hidden", self.hidden, "use a positive width")
+        try:
+            budget_tokens(self.budget, torch.ones(1, dtype=torch.long))
+        except (ValueError, TypeError) as e:
+            _require(False, f"{at}.budget", self.budget, f"use null, a fraction in (0, 1] or a token count ({e})")
         _require(self.n_up >= 1, f"{at}.n_up", self.n_up, "use a positive update period in tokens")
         _require(0 < self.hop < self.n_fft, f"{at}.hop", self.hop, f"need 0 < hop < n_fft (= {self.n_fft})")
         _require(self.n_up % self.hop == 0, f"{at}.n_up", self.n_up, f"must be a multiple of namm.hop (= {self.hop})")
@@ -289,6 +300,8 @@ def _build(tp: Any, value: Any, at: str) -> Any:
         if value is None and type(None) in args:
             return None
         inner = [a for a in args if a is not type(None)]
+        if {int, float} <= set(inner) and isinstance(value, (int, float)) and not isinstance(value, bool):
+            return value  # int | float keeps the written form: 0.5 is a fraction, 512 a count, 1.0 "all"
         errors = []
         for a in inner:
             try:

@@ -188,3 +188,26 @@ def test_resolve_policy_names_files_and_shipped_weights(tmp_path, monkeypatch):
     assert ck.resolve_policy("namm", n_up=256).n_up == 256
     with pytest.raises(ValueError, match="unknown policy"):
         ck.resolve_policy("nope")
+
+
+def test_budget_is_saved_with_the_weights_and_can_be_overridden(tmp_path):
+    """A NAMM evolved under a memory cap keeps it: `--policy namm` applies it, --budget overrides it."""
+    params = torch.randn(4172, generator=torch.Generator().manual_seed(3))
+    save_namm(tmp_path / "capped.safetensors", NAMM(params=params, budget=0.5))
+    save_namm(tmp_path / "count.safetensors", NAMM(params=params, budget=512))
+    save_namm(tmp_path / "free.safetensors", NAMM(params=params))
+    assert load_namm(tmp_path / "capped.safetensors").budget == 0.5
+    assert load_namm(tmp_path / "count.safetensors").budget == 512
+    assert load_namm(tmp_path / "free.safetensors").budget is None
+    assert load_namm(tmp_path / "capped.safetensors", budget=0.25).budget == 0.25
+    # a file written before budgets were saved has none in its config
+    from safetensors import safe_open
+    import json as _json
+
+    with safe_open(str(tmp_path / "free.safetensors"), framework="pt") as f:
+        meta = dict(f.metadata())
+    cfg = _json.loads(meta["config"])
+    del cfg["budget"]
+    meta["config"] = _json.dumps(cfg)
+    save_file(load_file(str(tmp_path / "free.safetensors")), str(tmp_path / "old.safetensors"), metadata=meta)
+    assert load_namm(tmp_path / "old.safetensors").budget is None

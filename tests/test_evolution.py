@@ -267,3 +267,17 @@ def test_warm_start_from_a_weights_file(runs, tmp_path, model):
         cfg_for(tmp_path / "x", f"evolution.init_from={tmp_path / 'missing.safetensors'}")
     with pytest.raises(ValueError, match="588|4172"):  # hidden 4 here vs the full-size shipped BAM
         Evolution(cfg_for(tmp_path / "y", "evolution.init_from=shipped"), model=model).new_optimizer()
+
+
+def test_budget_caps_every_member_and_is_saved(tmp_path, model):
+    """namm.budget: every member keeps at most that share of the tokens; the saved NAMM carries it."""
+    cfg = cfg_for(tmp_path / "capped", "namm.budget=0.25", "stages.0.generations=1", "evolution.eval_mean_every=0")
+    ev = Evolution(cfg, model=model)
+    assert ev.make_policy(torch.zeros(ev.num_params)).budget == 0.25
+    evolve(cfg, model=model)
+    assert load_namm(tmp_path / "capped" / "namm.safetensors").budget == 0.25
+    from namm.config import ConfigError
+
+    for bad in ("1.5", "0", "'half'"):
+        with pytest.raises(ConfigError, match="namm.budget"):
+            cfg_for(tmp_path / "x", f"namm.budget={bad}")
