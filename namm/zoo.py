@@ -391,6 +391,19 @@ def add_zoo_command(sub) -> None:
 
     t.set_defaults(fn=run)
 
+    c = zsub.add_parser("corpus", help="save this machine's corpus (train-lm --corpus reads it on another machine)")
+    c.add_argument("--out", required=True)
+    c.add_argument("--corpus-mb", type=int, default=d.corpus_mb)
+    c.add_argument("--seed", type=int, default=d.seed)
+
+    def save_corpus(a: argparse.Namespace) -> None:
+        from namm.envs.corpus import collect_corpus
+
+        corpus = collect_corpus(max_bytes=a.corpus_mb * 1_000_000, seed=a.seed)
+        print(f"wrote {corpus.save(a.out)} ({corpus.stats()['files']} files, {corpus.stats()['bytes'] / 1e6:.1f} MB)")
+
+    c.set_defaults(fn=save_corpus)
+
     b = zsub.add_parser("build-tasks", help="write held-out zoo task instances as LongBench JSONL files")
     b.add_argument("--model", default=str(DEFAULT_LM), help="zoo LM folder (its tokenizer sizes the contexts)")
     b.add_argument("--out", required=True)

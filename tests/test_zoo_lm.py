@@ -70,9 +70,8 @@ def test_training_rows_mask_exactly_the_answer(tmp_path):
 
 def test_train_lm_from_saved_corpus_with_workers_and_time_budget(tmp_path):
     """The GPU recipe's knobs on CPU: a saved corpus, 2 example-building workers, a wall-clock budget."""
-    from namm.envs.corpus import collect_corpus
-
-    corpus_dir = collect_corpus(max_bytes=1_000_000).save(tmp_path / "corpus")
+    corpus_dir = tmp_path / "corpus"
+    assert main(["zoo", "corpus", "--out", str(corpus_dir), "--corpus-mb", "1"]) == 0
     out = tmp_path / "lm"
     cfg = LMTrainConfig(out=str(out), corpus=str(corpus_dir), vocab=512, hidden=32, layers=2, heads=2, kv_heads=1,
                         intermediate=64, max_positions=1024, stages=[(512, 2, 3), (512, 2, 1)], warmup=1,
