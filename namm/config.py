@@ -117,6 +117,11 @@ class EvolutionConfig:
     generations: int | None = None
     eval_mean_every: int = 1  # score the CMA-ES mean every N generations (0: never)
     min_reference: float = 1e-6  # full-cache scores below this count as zero (see evolution.task_fitness)
+    # memory target: fitness loses cache_penalty per unit of a member's mean cache fraction above cache_target
+    # (null: no target, as in the paper). Unlike namm.budget, which caps every head alike, this lets the NAMM
+    # spend its memory where it is needed (e.g. keep more in the layers that retrieve).
+    cache_target: float | None = None
+    cache_penalty: float = 10.0
 
     def check(self, at: str) -> None:
         _require(self.population >= 2, f"{at}.population", self.population, "use at least 2 members")
@@ -129,6 +134,10 @@ class EvolutionConfig:
             _require(self.generations >= 0, f"{at}.generations", self.generations, "use a non-negative int")
         _require(self.eval_mean_every >= 0, f"{at}.eval_mean_every", self.eval_mean_every, "use 0 (never) or N >= 1")
         _require(self.min_reference >= 0, f"{at}.min_reference", self.min_reference, "use a non-negative score")
+        if self.cache_target is not None:
+            _require(0.0 < self.cache_target <= 1.0, f"{at}.cache_target", self.cache_target,
+                     "use a mean cache fraction in (0, 1], or null for no target")
+        _require(self.cache_penalty >= 0, f"{at}.cache_penalty", self.cache_penalty, "use a non-negative penalty")
         if self.init_from not in (None, "shipped"):
             _require(Path(self.init_from).is_file(), f"{at}.init_from", self.init_from,
                      "give an existing NAMM .safetensors file, 'shipped' (the packaged weights) or null")

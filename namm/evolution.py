@@ -500,8 +500,9 @@ class Evolution:
                     n_up=n.n_up, budget=None if stats is not None else n.budget, spectral=self.spectral, stats=stats)
 
     @torch.no_grad()
-    def generate(self, policy, prompts: Sequence[Sequence[int]], max_new_tokens: int) -> list[str]:
-        """Greedy completions of left-padded ``prompts`` (one batch) under ``policy``."""
+    def generate(self, policy, prompts: Sequence[Sequence[int]], max_new_tokens: int) -> list[tuple[str, float]]:
+        """Greedy completions of left-padded ``prompts`` (one batch) under ``policy``, each with its row's
+        mean cache fraction (kept / seen over layers, heads and updates; 1.0 when nothing was evicted)."""
         from . import memory
 
         width = max(len(p) for p in prompts)
@@ -514,9 +515,9 @@ class Evolution:
             out = mem.generate(input_ids=ids.to(self.device), attention_mask=mask.to(self.device),
                                max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=self.pad_id)
         texts = []
-        for row in out[:, width:].tolist():
+        for r, row in enumerate(out[:, width:].tolist()):
             cut = next((j for j, t in enumerate(row) if t in self.eos_ids), len(row))
-            texts.append(self.tok.decode(row[:cut], skip_special_tokens=True))
+            texts.append((self.tok.decode(row[:cut], skip_special_tokens=True), mem.last_cache.cache_fraction(row=r)))
         return texts
 
     def _chunks(self, items: list, size: int | None = None) -> list[list]:
@@ -529,8 +530,9 @@ class Evolution:
         t = self.tasks[task]
         return float(score_examples(t.spec, list(preds), [t.examples[i] for i in idx]))
 
-    def _predict_rows(self, rows: list[tuple[torch.Tensor | None, str, int]]) -> list[str]:
-        """Predictions for rows ``(params [P] or None = full cache, task, example)`` of ONE task, one batch."""
+    def _predict_rows(self, rows: list[tuple[torch.Tensor | None, str, int]]) -> list[tuple[str, float]]:
+        """``(prediction, cache fraction)`` for rows ``(params [P] or None = full cache, task, example)`` of
+        ONE task, one batch."""
         from .policies import FullCache
 
         task = rows[0][1]
@@ -573,24 +575,30 @@ class Evolution:
         if units:
             preds = self.dist.map(units, lambda us: [self._predict_rows([(None, t, i) for t, i in u]) for u in us])
             for unit, p in zip(units, preds):
-                for (t, i), text in zip(unit, p):
+                for (t, i), (text, _) in zip(unit, p):
                     self.refs[t][i] = text
         return {t: self._score(t, idx, [self.refs[t][i] for i in idx]) for t, idx in batch.items()}
 
     # ---- population -------------------------------------------------------------------------
-    def _member_scores(self, params: torch.Tensor, batch: dict[str, list[int]]) -> dict[str, float]:
-        """Task scores of one member ``params [P]`` (its prompts batched ``run.batch_size`` at a time)."""
-        scores = {}
+    def _result(self, batch: dict[str, list[int]], preds: dict[str, list[tuple[str, float]]]) -> dict:
+        """``{"scores": {task: score}, "cache_fraction": mean over every prompt}`` of one policy's predictions."""
+        fracs = [f for task in batch for _, f in preds[task]]
+        return {"scores": {t: self._score(t, idx, [text for text, _ in preds[t]]) for t, idx in batch.items()},
+                "cache_fraction": float(np.mean(fracs))}
+
+    def _member_result(self, params: torch.Tensor, batch: dict[str, list[int]]) -> dict:
+        """:meth:`_result` of one member ``params [P]`` (its prompts batched ``run.batch_size`` at a time)."""
+        preds = {}
         for task, idx in batch.items():
-            preds = []
+            preds[task] = []
             for c in self._chunks(list(idx)):
-                preds += self._predict_rows([(params, task, i) for i in c])
-            scores[task] = self._score(task, idx, preds)
-        return scores
+                preds[task] += self._predict_rows([(params, task, i) for i in c])
+        return self._result(batch, preds)
 
     def _evaluate_members(self, members: list[int], params: torch.Tensor,
                           batch: dict[str, list[int]]) -> list[dict]:
-        """``[{"scores": {task: score}} or {"error": str}]`` for ``members`` (rows of ``params [M, P]``).
+        """``[{"scores": {task: score}, "cache_fraction": f} or {"error": str}]`` for ``members`` (rows of
+        ``params [M, P]``).
 
         A member that raises (or has non-finite parameters) gets an error entry; the others go on.
         Batched: all ``(member, prompt)`` rows of a task, ``run.batch_size`` per forward pass; a chunk
@@ -602,7 +610,7 @@ class Evolution:
                 results[m] = {"error": "non-finite parameters"}
         todo = [m for m in members if m not in results]
         if self.cfg.run.batched_population and len(todo) > 1:
-            preds: dict[tuple[int, str], list[str]] = {}
+            preds: dict[int, dict[str, list[tuple[str, float]]]] = {}
             broken: set[int] = set()
             for task, idx in batch.items():
                 for chunk in self._chunks([(m, i) for m in todo for i in idx]):
@@ -611,39 +619,41 @@ class Evolution:
                     except Exception:
                         broken |= {m for m, _ in chunk}
                         continue
-                    for (m, _), text in zip(chunk, out):
-                        preds.setdefault((m, task), []).append(text)
+                    for (m, _), pred in zip(chunk, out):
+                        preds.setdefault(m, {}).setdefault(task, []).append(pred)
             for m in todo:
                 if m not in broken:
                     try:
-                        results[m] = {"scores": {t: self._score(t, idx, preds[(m, t)]) for t, idx in batch.items()}}
+                        results[m] = self._result(batch, preds[m])
                     except Exception as e:
                         results[m] = {"error": f"{type(e).__name__}: {e}"}
             todo = [m for m in todo if m in broken]
         for m in todo:
             try:
-                results[m] = {"scores": self._member_scores(params[m], batch)}
+                results[m] = self._member_result(params[m], batch)
             except Exception as e:  # a broken member gets the worst fitness; the run goes on
                 results[m] = {"error": f"{type(e).__name__}: {e}"}
         return [results[m] for m in members]
 
     def fitness(self, result: dict, refs: dict[str, float]) -> float:
-        """Mean over tasks of :func:`task_fitness`; ``nan`` when the member failed."""
+        """Mean over tasks of :func:`task_fitness`, minus ``evolution.cache_penalty`` per unit of mean cache
+        fraction above ``evolution.cache_target`` (when set); ``nan`` when the member failed."""
         if "error" in result:
             return float("nan")
-        vals = [task_fitness(result["scores"][t], refs[t], self.cfg.evolution.min_reference) for t in refs]
-        return float(np.mean(vals))
+        ev = self.cfg.evolution
+        vals = [task_fitness(result["scores"][t], refs[t], ev.min_reference) for t in refs]
+        over = max(0.0, result["cache_fraction"] - ev.cache_target) if ev.cache_target is not None else 0.0
+        return float(np.mean(vals)) - ev.cache_penalty * over
 
     def evaluate_mean(self, batch: dict[str, list[int]], refs: dict[str, float]) -> float:
         """Fitness of the CMA-ES mean on ``batch`` (its prompts split across ranks)."""
         mean = torch.as_tensor(np.asarray(self.es.mean), dtype=torch.float32)
         units = self._units(batch)
         preds = self.dist.map(units, lambda us: [self._predict_rows([(mean, t, i) for t, i in u]) for u in us])
-        texts: dict[str, list[str]] = {t: [] for t in batch}
+        texts: dict[str, list[tuple[str, float]]] = {t: [] for t in batch}
         for unit, p in zip(units, preds):
             texts[unit[0][0]] += p
-        scores = {t: self._score(t, idx, texts[t]) for t, idx in batch.items()}
-        return self.fitness({"scores": scores}, refs)
+        return self.fitness(self._result(batch, texts), refs)
 
     # ---- optimiser ---------------------------------------------------------------------------
     def new_optimizer(self):
@@ -704,6 +714,7 @@ class Evolution:
             if signals is not None:
                 signals.abortable = False
         fitness, failures = [], []
+        cf = [r["cache_fraction"] for r in results if "cache_fraction" in r]  # members that ran
         for m, r in enumerate(results):
             f = self.fitness(r, refs)
             if not math.isfinite(f):
@@ -721,7 +732,8 @@ class Evolution:
         row = {"generation": self.generation, "stage": self.stage, "stage_generation": self.stage_generation,
                "tasks": list(batch), **_fitness_stats(fitness, {f["member"] for f in failures}),
                "mean_fitness": mean_fit, "sigma": float(self.es.sigma), "n_failed": len(failures),
-               "time_s": time.time() - t0, "reference_scores": refs, "fitness": fitness, "failures": failures}
+               "time_s": time.time() - t0, "reference_scores": refs, "fitness": fitness, "failures": failures,
+               "cache_fraction_mean": float(np.mean(cf)) if cf else None, "cache_fraction": cf}
         if failures and self.dist.main:
             for f in failures:
                 print(f"namm evolve: generation {self.generation}: member {f['member']} failed "

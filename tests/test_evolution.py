@@ -210,7 +210,7 @@ def test_broken_members_get_the_worst_fitness(runs, tmp_path, model, monkeypatch
         if 12345.0 in firsts:
             raise RuntimeError("simulated CUDA error")
         out = orig_predict(self, rows)
-        return ["NaN!" if p is not None and float(p[0]) == 777.0 else o for (p, _, _), o in zip(rows, out)]
+        return [("NaN!", f) if p is not None and float(p[0]) == 777.0 else (o, f) for (p, _, _), (o, f) in zip(rows, out)]
 
     def score(self, task, idx, preds):
         return float("nan") if "NaN!" in preds else orig_score(self, task, idx, preds)
@@ -281,3 +281,20 @@ def test_budget_caps_every_member_and_is_saved(tmp_path, model):
     for bad in ("1.5", "0", "'half'"):
         with pytest.raises(ConfigError, match="namm.budget"):
             cfg_for(tmp_path / "x", f"namm.budget={bad}")
+
+
+def test_cache_target_penalises_members_that_keep_more(runs, tmp_path, model):
+    """evolution.cache_target: each member's mean cache fraction is logged, and fitness loses
+    cache_penalty per unit above the target (the same run without a target is the reference)."""
+    clean = runs["batched"].history[0]
+    assert len(clean["cache_fraction"]) == 8 and all(0 < f <= 1 for f in clean["cache_fraction"])
+    res = evolve(cfg_for(tmp_path / "t", "run.batched_population=true", "stages.0.generations=1",
+                         "evolution.cache_target=0.3", "evolution.cache_penalty=2.0"), model=model)
+    row = res.history[0]
+    assert row["cache_fraction"] == clean["cache_fraction"]  # same members, same prompts
+    for f0, f, cf in zip(clean["fitness"], row["fitness"], row["cache_fraction"]):
+        assert f == pytest.approx(f0 - 2.0 * max(0.0, cf - 0.3))
+    from namm.config import ConfigError
+
+    with pytest.raises(ConfigError, match="cache_target"):
+        cfg_for(tmp_path / "x", "evolution.cache_target=1.5")
