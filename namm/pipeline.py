@@ -44,11 +44,12 @@ TABLE_POLICIES = ("full", "window", "namm", "h2o", "l2", "streamingllm")  # repo
 # language zoo (instances generated from the offline corpus with seed 0; evaluation uses seed 1000).
 DEMO_EVOLVE: dict[str, Any] = {
     "model": {"name": "zoo", "dtype": "float32", "device": "cpu", "seed": 0},
-    "namm": {"scorer": "bam", "mode": "ragged", "n_up": 256},
-    "evolution": {"population": 6, "sigma0": 0.02, "init_from": "shipped", "seed": 0, "eval_mean_every": 0},
-    "stages": [{"tasks": ["code_completion"], "generations": 3}],
-    "data": {"code_completion": {"source": "zoo", "examples": 6, "samples": 3, "seed": 0,
-                                 "context_tokens": 1024, "max_prompt_tokens": 1100}},
+    "namm": {"scorer": "bam", "mode": "ragged", "n_up": 128},
+    "evolution": {"population": 6, "sigma0": 0.02, "init_from": "shipped", "seed": 0, "eval_mean_every": 0,
+                  "cache_target": 0.45},
+    "stages": [{"tasks": ["kv_retrieval"], "generations": 3}],
+    "data": {"kv_retrieval": {"source": "zoo", "examples": 6, "samples": 3, "seed": 0,
+                              "context_tokens": 1024, "max_prompt_tokens": 1100}},
     "run": {"batched_population": True, "batch_size": 8, "checkpoint_every": 1},
 }
 

@@ -62,10 +62,10 @@ def tiny_video(tmp_path_factory):
 def test_tiny_pipeline_end_to_end(tmp_path, tiny_dt, tiny_video):
     over = [
         f"out={tmp_path / 'run'}", "progress=false",
-        "evolve.overrides=[evolution.population=2, 'stages=[{tasks: [code_completion], generations: 1}]', "
-        "data.code_completion.examples=1, data.code_completion.samples=1, data.code_completion.context_tokens=300, "
-        "data.code_completion.max_prompt_tokens=400, namm.n_up=64, 'run.plot=true']",
-        "language.tasks=[code_completion]", "language.samples=1", "language.context_tokens=300",
+        "evolve.overrides=[evolution.population=2, 'stages=[{tasks: [kv_retrieval], generations: 1}]', "
+        "data.kv_retrieval.examples=1, data.kv_retrieval.samples=1, data.kv_retrieval.context_tokens=300, "
+        "data.kv_retrieval.max_prompt_tokens=400, namm.n_up=64, 'run.plot=true']",
+        "language.tasks=[kv_retrieval]", "language.samples=1", "language.context_tokens=300",
         "rl.envs=[hopper]", f"rl.models={{hopper-medium: {tiny_dt}}}", "rl.episodes=2", "rl.n_envs=2",
         "rl.max_ep_len=40", f"video.model={tiny_video}", "video.samples=1", "video.batch_size=3",
     ]
@@ -81,15 +81,15 @@ def test_tiny_pipeline_end_to_end(tmp_path, tiny_dt, tiny_video):
     assert rl == {"full", "window", "namm", "h2o", "l2", "streamingllm"}
     assert {p for (m, _, p) in rows if m == "video"} == {"full", "namm", "h2o", "l2", "streamingllm"}
     assert set(rows[("video", "zoo-video", "namm")]["by_group"]) == {"needle", "count", "order"}
-    assert rows[("language", "code_completion", "full")]["mean_cache_fraction"] == 1.0
+    assert rows[("language", "kv_retrieval", "full")]["mean_cache_fraction"] == 1.0
     # capped baselines run at the NAMM's measured fraction (when the NAMM evicted anything)
-    nf = rows[("language", "code_completion", "namm")]["mean_cache_fraction"]
+    nf = rows[("language", "kv_retrieval", "namm")]["mean_cache_fraction"]
     if nf < 0.999:
         for b in ("h2o", "l2", "streamingllm"):
-            assert abs(rows[("language", "code_completion", b)]["mean_cache_fraction"] - nf) < 0.1
+            assert abs(rows[("language", "kv_retrieval", b)]["mean_cache_fraction"] - nf) < 0.1
     assert not doc["skipped"]
     text = report.read_text()
-    assert "| language | code_completion |" in text and "| rl | hopper-medium |" in text
+    assert "| language | kv_retrieval |" in text and "| rl | hopper-medium |" in text
     assert "| video | zoo-video |" in text
     for f in ("config.yaml", "table.csv", "evolve/fitness.png", "language/score_vs_cache.png",
               "language/namm_kept.png", "rl/return_vs_cache.png", "video/namm_frames.png", "rl/hopper-medium/namm/results.json"):
