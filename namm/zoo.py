@@ -102,10 +102,11 @@ class _Rows(torch.utils.data.IterableDataset):
         info = torch.utils.data.get_worker_info()
         w = info.id if info is not None else 0
         cfg, L, tok = self.cfg, self.seq_len, self.tok
+        lengths = (min(max(256, L // 4), int(L * 0.85)), int(L * 0.85))  # task makers need >= ~256 tokens
+
         def mixture_from(restart: int):
-            return training_mixture(tok, self.docs, n=10**9, context_tokens=(min(max(256, L // 4), int(L * 0.85)), int(L * 0.85)),
-                                    seed=cfg.seed * 1000 + self.stage + 100_000 * w + 10**7 * restart,
-                                    tasks=self.names)
+            return training_mixture(tok, self.docs, n=10**9, context_tokens=lengths, tasks=self.names,
+                                    seed=cfg.seed * 1000 + self.stage + 100_000 * w + 10**7 * restart)
 
         restarts = 0
         mixture = mixture_from(restarts)
@@ -180,6 +181,9 @@ def _load_corpus(cfg: LMTrainConfig):
     from namm.envs.corpus import Corpus, collect_corpus
 
     if cfg.corpus:
+        if not (Path(cfg.corpus) / "documents.jsonl").is_file():
+            raise FileNotFoundError(f"--corpus {cfg.corpus}: no saved corpus there; write one with "
+                                    f"`namm zoo corpus --out {cfg.corpus}`")
         return Corpus.load(cfg.corpus)
     return collect_corpus(max_bytes=cfg.corpus_mb * 1_000_000, seed=cfg.seed)
 
@@ -196,6 +200,8 @@ def train_lm(cfg: LMTrainConfig, argv: list[str] | None = None) -> Path:
 
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
+    if cfg.device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"--device {cfg.device}: this machine has no CUDA GPU; use --device cpu")
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()

@@ -4,6 +4,7 @@
 import json
 
 import pytest
+import torch
 
 from namm.cli import main
 from namm.zoo import LMTrainConfig, load_zoo_lm, train_lm
@@ -87,3 +88,11 @@ def test_train_lm_from_saved_corpus_with_workers_and_time_budget(tmp_path):
         assert set(entry["answer_loss_by_task"]) <= {"kv_retrieval"}
     model, tok = load_zoo_lm(out)
     assert model.config.hidden_size == 32
+
+
+def test_train_lm_bad_corpus_or_device_names_the_fix(tmp_path):
+    with pytest.raises(FileNotFoundError, match="namm zoo corpus --out"):
+        train_lm(LMTrainConfig(out=str(tmp_path / "lm"), corpus=str(tmp_path / "missing")))
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="use --device cpu"):
+            train_lm(LMTrainConfig(out=str(tmp_path / "lm"), device="cuda"))
