@@ -83,8 +83,8 @@ class NammConfig:
     n_fft: int = 32
     hop: int = 16
     ema: float = 0.99
-    # optional cap on top of the threshold: a fraction of tokens seen (0.5) or a token count; it is saved
-    # with the weights and applied by `--policy namm` (a memory target evolution then ranks tokens for)
+    # optional cap on top of the threshold, the same for every head: a fraction of tokens seen (0.5) or a
+    # token count; saved with the weights and applied by `--policy namm`
     budget: float | int | None = None
 
     def check(self, at: str) -> None:

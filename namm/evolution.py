@@ -714,7 +714,7 @@ class Evolution:
             if signals is not None:
                 signals.abortable = False
         fitness, failures = [], []
-        cf = [r["cache_fraction"] for r in results if "cache_fraction" in r]  # members that ran
+        cf = [r.get("cache_fraction") for r in results]  # per member; None where it failed
         for m, r in enumerate(results):
             f = self.fitness(r, refs)
             if not math.isfinite(f):
@@ -733,7 +733,8 @@ class Evolution:
                "tasks": list(batch), **_fitness_stats(fitness, {f["member"] for f in failures}),
                "mean_fitness": mean_fit, "sigma": float(self.es.sigma), "n_failed": len(failures),
                "time_s": time.time() - t0, "reference_scores": refs, "fitness": fitness, "failures": failures,
-               "cache_fraction_mean": float(np.mean(cf)) if cf else None, "cache_fraction": cf}
+               "cache_fraction_mean": float(np.mean(ran)) if (ran := [c for c in cf if c is not None]) else None,
+               "cache_fraction": cf}
         if failures and self.dist.main:
             for f in failures:
                 print(f"namm evolve: generation {self.generation}: member {f['member']} failed "
@@ -777,7 +778,7 @@ class Evolution:
         lines = "".join(json.dumps(r) + "\n" for r in self.history)
         atomic_write(self.out / "log.jsonl", lambda tmp: Path(tmp).write_text(lines))
         cols = ["generation", "stage", "fitness_mean", "fitness_std", "fitness_max", "mean_fitness",
-                "sigma", "n_failed", "time_s"]
+                "cache_fraction_mean", "sigma", "n_failed", "time_s"]
         buf = io.StringIO()
         w = csv.DictWriter(buf, fieldnames=cols, extrasaction="ignore")
         w.writeheader()

@@ -133,7 +133,7 @@ def test_run_folder(runs, model):
     assert [r["generation"] for r in rows] == [1, 2, 3]
     assert all(r["mean_fitness"] is not None and r["sigma"] > 0 and len(r["fitness"]) == 8 for r in rows)
     header = (out / "log.csv").read_text().splitlines()[0]
-    assert header.startswith("generation,stage,fitness_mean,fitness_std,fitness_max,mean_fitness,sigma")
+    assert header.startswith("generation,stage,fitness_mean,fitness_std,fitness_max,mean_fitness,cache_fraction_mean,sigma")
     state = load_state(out)
     policy = load_namm(out / "namm.safetensors")  # the deployed NAMM = the CMA-ES mean + frozen stats
     assert torch.equal(policy.params, torch.as_tensor(state["es"].mean, dtype=torch.float32))
