@@ -189,9 +189,12 @@ def _load_corpus(cfg: LMTrainConfig):
 
 
 def _save_weights(model, out: Path) -> None:
-    """bf16 safetensors, without touching the fp32 training weights."""
-    model.save_pretrained(out, safe_serialization=True,
-                          state_dict={k: v.detach().to("cpu", torch.bfloat16) for k, v in model.state_dict().items()})
+    """bf16 safetensors, without touching the fp32 training weights (a tied lm_head is not stored twice:
+    an explicit state_dict bypasses save_pretrained's own de-duplication)."""
+    tied = model.config.tie_word_embeddings
+    sd = {k: v.detach().to("cpu", torch.bfloat16) for k, v in model.state_dict().items()
+          if not (tied and k == "lm_head.weight")}
+    model.save_pretrained(out, safe_serialization=True, state_dict=sd)
 
 
 def train_lm(cfg: LMTrainConfig, argv: list[str] | None = None) -> Path:

@@ -26,6 +26,11 @@ def test_train_lm_writes_model_tokenizer_and_manifest(zoo_dir):
     assert set(man["full_cache_scores"]["scores"]) == {"kv_retrieval", "passage_retrieval", "code_completion", "qa_f1"}
     model, tok = load_zoo_lm(zoo_dir)
     assert model.config.num_hidden_layers == 2 and len(tok) == model.config.vocab_size
+    from safetensors import safe_open
+
+    with safe_open(str(zoo_dir / "model.safetensors"), framework="pt") as f:  # the tied head is stored once
+        assert "lm_head.weight" not in f.keys() and f.get_tensor("model.embed_tokens.weight").dtype == torch.bfloat16
+    assert model.lm_head.weight.data_ptr() == model.model.embed_tokens.weight.data_ptr()
 
 
 def test_eval_cli_writes_results_for_each_policy(zoo_dir, tmp_path):
