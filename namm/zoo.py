@@ -188,6 +188,13 @@ def _load_corpus(cfg: LMTrainConfig):
     return collect_corpus(max_bytes=cfg.corpus_mb * 1_000_000, seed=cfg.seed)
 
 
+def make_readable(folder: Path) -> None:
+    """save_pretrained's temp files are 0600: a shipped checkpoint folder is world-readable."""
+    for f in Path(folder).iterdir():
+        if f.is_file():
+            f.chmod(0o644)
+
+
 def _save_weights(model, out: Path) -> None:
     """bf16 safetensors, without touching the fp32 training weights (a tied lm_head is not stored twice:
     an explicit state_dict bypasses save_pretrained's own de-duplication)."""
@@ -195,6 +202,7 @@ def _save_weights(model, out: Path) -> None:
     sd = {k: v.detach().to("cpu", torch.bfloat16) for k, v in model.state_dict().items()
           if not (tied and k == "lm_head.weight")}
     model.save_pretrained(out, safe_serialization=True, state_dict=sd)
+    make_readable(out)
 
 
 def train_lm(cfg: LMTrainConfig, argv: list[str] | None = None) -> Path:

@@ -22,7 +22,7 @@ import torch
 
 from namm.checkpoint import atomic_write
 from namm.envs.d4rl import canonical_env, load_dataset, returns_to_go, split_trajectories, state_stats
-from namm.zoo import add_config_args, config_from_args, zoo_command
+from namm.zoo import add_config_args, config_from_args, make_readable, zoo_command
 
 __all__ = ["DTTrainConfig", "DTBatcher", "new_dt", "train_dt", "add_train_dt_command"]
 
@@ -149,8 +149,7 @@ def train_dt(cfg: DTTrainConfig, progress: bool = True) -> Path:
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out)  # config.json + model.safetensors
-    for f in out.iterdir():  # save_pretrained's temp files are 0600: a shipped checkpoint is world-readable
-        f.chmod(0o644)
+    make_readable(out)
     rets = episode_returns(data.as_dict())
     target = float(rets.max())  # condition on the best return in the data (a DT's usual choice)
     write_normalization(out, batcher.mean, batcher.std, env=env, dataset=Path(cfg.dataset).name,

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from namm.checkpoint import atomic_write
-from namm.zoo import add_config_args, config_from_args, zoo_command
+from namm.zoo import add_config_args, config_from_args, make_readable, zoo_command
 
 __all__ = ["VideoTrainConfig", "ZOO_VIDEO", "new_video_model", "train_video", "add_train_video_command"]
 
@@ -169,8 +169,7 @@ def train_video(cfg: VideoTrainConfig, progress: bool = True) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     model.to(torch.bfloat16).save_pretrained(out)  # bf16 halves the shipped size
     tok.save_pretrained(out)
-    for f in out.iterdir():
-        f.chmod(0o644)
+    make_readable(out)
     chance = {k: 100.0 / 5 for k in kinds}  # five fixed options per question
     manifest = {"format": "namm-testbed/zoo-video", "version": 1,
                 "command": zoo_command("train-video"),

@@ -31,6 +31,7 @@ def test_train_lm_writes_model_tokenizer_and_manifest(zoo_dir):
     with safe_open(str(zoo_dir / "model.safetensors"), framework="pt") as f:  # the tied head is stored once
         assert "lm_head.weight" not in f.keys() and f.get_tensor("model.embed_tokens.weight").dtype == torch.bfloat16
     assert model.lm_head.weight.data_ptr() == model.model.embed_tokens.weight.data_ptr()
+    assert oct((zoo_dir / "model.safetensors").stat().st_mode & 0o777) == "0o644"  # shipped: world-readable
 
 
 def test_eval_cli_writes_results_for_each_policy(zoo_dir, tmp_path):
