@@ -68,22 +68,26 @@ def test_age_embedding_layout():
 
 
 def test_batched_frames_equal_frame_by_frame():
-    """The aligned fast path (one batched rFFT) and the general per-block path agree."""
-    g = torch.Generator().manual_seed(1)
+    """The batched fast path (one rFFT per chunk) and the general per-block path agree, with rows at
+    different hop phases (left padding of different lengths), chunks shorter and longer than a hop."""
     policy = NAMM(n_up=64)
+    real = torch.ones(3, 7, dtype=torch.bool)
+    real[0, :5] = False  # row 0: 5 padding tokens, row 1: none, row 2: the whole first chunk
+    real[2] = False
     states = []
-    for path in ("aligned", "rows"):
+    for path in ("suffix", "rows"):
         layer = MemoryLayer(policy, 0)
         gg = torch.Generator().manual_seed(1)
-        for chunk in (7, 40, 17, 1, 63):
-            dummy = torch.zeros(2, 3, chunk, 1)
+        for chunk in (7, 40, 17, 1, 63, 16):
+            dummy = torch.zeros(3, 2, chunk, 1)
             layer.update(dummy, dummy)
-            qpos = layer.mark_padding(None)
-            attn = torch.rand(2, 3, chunk, layer.pos.shape[-1], generator=gg)
-            if path == "aligned":
-                policy._observe_aligned(layer.state, attn, int(qpos[0, 0]) % 16)
+            qpos = layer.mark_padding(real if chunk == 7 else None)
+            attn = torch.rand(3, 2, chunk, layer.pos.shape[-1], generator=gg)
+            if path == "suffix":
+                policy._observe_suffix(layer.state, attn, qpos[:, -1:] - torch.arange(chunk - 1, -1, -1))
             else:
                 policy._observe_rows(layer.state, attn, qpos)
         states.append(layer.state)
+    assert states[1]["ema"][2].abs().sum() > 0  # every row folded real frames
     for name in ("tail", "block", "ema"):
         torch.testing.assert_close(states[0][name], states[1][name], rtol=1e-5, atol=1e-6)

@@ -76,13 +76,13 @@ class NAMM(MemoryPolicy):
     def observe(self, layer, attn: torch.Tensor, qpos: torch.Tensor) -> None:
         """Write each query's row into its hop slot; fold a frame whenever a row completes a hop block."""
         c = self.spectral
-        st = layer.state
-        real = qpos >= 0  # [B, q]
-        phase = qpos[:, :1] % c.hop
-        if c.tail == c.hop and bool(real.all()) and bool((phase == phase[:1]).all()):
-            self._observe_aligned(st, attn, int(phase[0, 0]))
+        q = qpos.shape[1]
+        # each row's real queries are consecutive positions ending at the last column (left padding)
+        virtual = qpos[:, -1:] - torch.arange(q - 1, -1, -1, device=qpos.device)  # [B, q]
+        if c.tail == c.hop and bool(((qpos == virtual) | ((qpos < 0) & (virtual < 0))).all()):
+            self._observe_suffix(layer.state, attn, virtual)
         else:
-            self._observe_rows(st, attn, qpos)
+            self._observe_rows(layer.state, attn, qpos)
 
     def _observe_rows(self, st: dict, attn: torch.Tensor, qpos: torch.Tensor) -> None:
         """General path (padding, rows at different hop phases): one frame per completed hop block."""
@@ -108,22 +108,45 @@ class NAMM(MemoryPolicy):
                 st["block"] = st["block"].masked_fill(r, 0.0)
             s = e + 1
 
-    def _observe_aligned(self, st: dict, attn: torch.Tensor, phase: int) -> None:
-        """Fast path (no padding, every row at the same hop phase, n_fft = 2 hop): all frames completed
-        by these queries in one batched rFFT instead of one per hop block. Same numbers as the loop."""
+    def _observe_suffix(self, st: dict, attn: torch.Tensor, virtual: torch.Tensor) -> None:
+        """Fast path (n_fft = 2 hop; real queries a suffix of each row): every frame these queries complete,
+        in every row, in one batched rFFT, although rows sit at different hop phases. Same numbers as
+        :meth:`_observe_rows`, without its Python loop over block boundaries (one per phase in the batch).
+
+        Args:
+            virtual: ``[B, q]`` query positions, continued below 0 over the padding (``-1, -2, ...``).
+        """
         c = self.spectral
-        seq = torch.cat([st["block"][..., :phase], attn.permute(0, 1, 3, 2)], dim=-1)  # [B,H,N,phase+q]
-        nb = seq.shape[-1] // c.hop
-        if nb:
-            blocks = seq[..., : nb * c.hop].unflatten(-1, (nb, c.hop))  # [B,H,N,nb,hop]
-            prev = torch.cat([st["tail"][..., None, :], blocks[..., :-1, :]], dim=-2)
-            mag = torch.fft.rfft(torch.cat([prev, blocks], dim=-1) * c.window(attn.device), dim=-1).abs()
-            beta = c.ema**c.hop
-            w = (1 - beta) * beta ** torch.arange(nb - 1, -1, -1, device=attn.device, dtype=mag.dtype)
-            st["ema"] = beta**nb * st["ema"] + torch.einsum("bhnjf,j->bhnf", mag, w)
-            st["tail"] = blocks[..., -1, :].contiguous()
-        rest = seq[..., nb * c.hop :]
-        st["block"] = torch.nn.functional.pad(rest, (0, c.hop - rest.shape[-1]))
+        hop, dev = c.hop, attn.device
+        b, h, q, n = attn.shape
+        phase = virtual[:, 0] % hop  # [B] slots of the open block already filled
+        new = (attn * (virtual >= 0)[:, None, :, None]).permute(0, 1, 3, 2)  # [B,H,N,q], padding zeroed
+        # per row: open block's filled slots | this chunk's queries | zeros, cut into whole hop blocks
+        width = (q // hop + 3) * hop  # >= phase + q + hop: room for the next open block
+        ext = torch.cat([st["block"], new, new.new_zeros(b, h, n, 1)], dim=-1)  # [B,H,N,hop+q+1]
+        t = torch.arange(width, device=dev)[None]
+        p = phase[:, None]
+        src = torch.where(t < p, t, torch.where(t < p + q, hop + t - p, hop + q))  # [B, width]
+        seq = ext.gather(-1, src[:, None, None, :].expand(b, h, n, width))
+        blocks = seq.unflatten(-1, (width // hop, hop))  # [B,H,N,nbl,hop]
+        nb = (phase + q) // hop  # [B] blocks completed by this chunk
+        j = torch.arange(width // hop, device=dev)[None]  # [1, nbl]
+        # block j ends at position virtual[:, 0] - phase + (j + 1) hop - 1; only blocks ending on a real
+        # query are frames (all-padding blocks of a fresh row would fold zeros into zeros anyway)
+        fold = (j < nb[:, None]) & (virtual[:, :1] - p + (j + 1) * hop - 1 >= 0)  # [B, nbl]
+        m = int(nb.max())  # frames are taken over the first m blocks only (m <= q / hop + 1)
+        if m and bool(fold.any()):
+            fold, j, cur = fold[:, :m], j[:, :m], blocks[..., :m, :]
+            prev = torch.cat([st["tail"][..., None, :], cur[..., :-1, :]], dim=-2)
+            mag = torch.fft.rfft(torch.cat([prev, cur], dim=-1) * c.window(dev), dim=-1).abs()  # [B,H,N,m,F]
+            beta = c.ema**hop
+            w = torch.where(fold, (1 - beta) * beta ** (nb[:, None] - 1 - j).clamp_min(0).float(), 0.0)  # [B, m]
+            k = fold.sum(-1)  # [B] frames folded per row
+            st["ema"] = (beta ** k.float())[:, None, None, None] * st["ema"] + torch.einsum("bhnjf,bj->bhnf", mag, w)
+            last = (nb - 1).clamp_min(0)[:, None, None, None, None].expand(b, h, n, 1, hop)
+            st["tail"] = torch.where((k > 0)[:, None, None, None], blocks.gather(-2, last).squeeze(-2), st["tail"])
+        keep = (nb[:, None] * hop + torch.arange(hop, device=dev))[:, None, None, :]  # [B,1,1,hop]
+        st["block"] = seq.gather(-1, keep.expand(b, h, n, hop)).contiguous()
 
     # ---- scoring and selection -------------------------------------------------------------------
     def features(self, layer, view) -> torch.Tensor:
