@@ -111,6 +111,9 @@ class EvolutionConfig:
     elite_ratio: float = 0.5  # mu = population * elite_ratio parents, log-rank weights
     sigma0: float = 0.065
     mean0: float = 0.0
+    # initial value of the scorer's output bias (the last parameter; null: mean0): > 0 starts from a NAMM that keeps
+    # (almost) everything, so evolution learns what to drop instead of searching for what to keep
+    keep_bias0: float | None = None
     init_from: str | None = None  # NAMM weights (.safetensors, or "shipped") to start the mean from, instead of mean0
     active: bool = True  # active CMA: negative weights for the worst members
     seed: int = 0

@@ -685,10 +685,14 @@ class Evolution:
         return pol
 
     def initial_mean(self) -> np.ndarray:
-        """``[P]`` float64: ``evolution.mean0`` everywhere, or the parameters of ``evolution.init_from``."""
+        """``[P]`` float64: ``evolution.mean0`` everywhere but the score bias (``evolution.keep_bias0``), or
+        the parameters of ``evolution.init_from``."""
         pol = self._init_policy()
         if pol is None:
-            return np.full(self.num_params, self.cfg.evolution.mean0)
+            mean = np.full(self.num_params, self.cfg.evolution.mean0)
+            if self.cfg.evolution.keep_bias0 is not None:
+                mean[-1] = self.cfg.evolution.keep_bias0  # both scorers end with their output bias
+            return mean
         return pol.params.detach().double().reshape(-1).numpy()
 
     def batch(self, generation: int) -> dict[str, list[int]]:

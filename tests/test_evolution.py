@@ -112,6 +112,20 @@ def test_zero_namm_scores_exactly_like_the_full_cache(tmp_path, model):
     assert res["scores"] == refs and ev.fitness(res, refs) == 1.0
 
 
+def test_keep_bias0_starts_from_a_namm_that_keeps_everything(tmp_path, model):
+    """evolution.keep_bias0: the first mean is mean0 but for the score bias, and that NAMM keeps every
+    token (its scores are all +keep_bias0); without it the last parameter is mean0 like the rest."""
+    ev = Evolution(cfg_for(tmp_path, "evolution.mean0=0.01", "evolution.keep_bias0=0.5"), model=model)
+    mean = ev.initial_mean()
+    assert mean[-1] == 0.5 and (mean[:-1] == 0.01).all()
+    assert (Evolution(cfg_for(tmp_path, "evolution.mean0=0.01"), model=model).initial_mean() == 0.01).all()
+    ev = Evolution(cfg_for(tmp_path, "evolution.keep_bias0=0.5"), model=model)
+    batch = ev.batch(0)
+    ev.norm = ev.collect_stats(batch)
+    (res,) = ev._evaluate_members([0], torch.as_tensor(ev.initial_mean()[None], dtype=torch.float32), batch)
+    assert res["cache_fraction"] == 1.0
+
+
 # --------------------------------------------------------------------------- whole runs
 
 def test_batched_population_equals_member_by_member(runs):
