@@ -125,6 +125,9 @@ class EvolutionConfig:
     # spend its memory where it is needed (e.g. keep more in the layers that retrieve).
     cache_target: float | None = None
     cache_penalty: float = 10.0
+    # "score": each task's own metric on greedy answers (the paper); "likelihood": the gold answer's
+    # teacher-forced geometric-mean token probability x 100, a dense signal where exact match is all-or-nothing
+    fitness: Literal["score", "likelihood"] = "score"
 
     def check(self, at: str) -> None:
         _require(self.population >= 2, f"{at}.population", self.population, "use at least 2 members")

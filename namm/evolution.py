@@ -49,7 +49,7 @@ import numpy as np
 import torch
 
 from .checkpoint import atomic_write, save_namm
-from .config import TINY_MODEL, ConfigError, EvolveConfig, ModelConfig, dump_config, load_config
+from .config import TINY_MODEL, ConfigError, EvolveConfig, ModelConfig, config_from_dict, dump_config, load_config
 from .features import RunningStats, SpectralConfig
 
 __all__ = [
@@ -83,8 +83,8 @@ class CharTokenizer:
         self.chars = chars
         self.ids = {c: 3 + i for i, c in enumerate(chars)}
 
-    def encode(self, text: str) -> list[int]:
-        return [self.bos_token_id] + [self.ids[c] for c in text if c in self.ids]
+    def encode(self, text: str, add_special_tokens: bool = True) -> list[int]:
+        return [self.bos_token_id] * add_special_tokens + [self.ids[c] for c in text if c in self.ids]
 
     def decode(self, ids: Sequence[int], skip_special_tokens: bool = True) -> str:
         return "".join(self.chars[(i - 3) % len(self.chars)] for i in ids if i >= 3)
@@ -317,6 +317,11 @@ class TaskData:
             self._tokens[i] = list(truncate_middle(ids, self.max_prompt_tokens))
         return self._tokens[i]
 
+    def answer(self, i: int, tokenizer) -> list[int]:
+        """Token ids of example ``i``'s first gold answer followed by eos (what the model should write)."""
+        ids = list(tokenizer.encode(self.examples[i]["answers"][0], add_special_tokens=False))
+        return ids + ([tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else [])
+
     def sample(self, seed: int, generation: int) -> list[int]:
         """Indices of this generation's prompts: the same on every rank and every resume."""
         n = len(self.examples)
@@ -438,6 +443,15 @@ def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
     return {prefix[:-1]: d}
 
 
+def _with_defaults(saved: dict) -> dict:
+    """A saved run's config with keys added since it was written at their defaults (which reproduce the
+    old behaviour), so that such a run still resumes."""
+    try:
+        return config_from_dict(saved).to_dict()
+    except Exception:  # unreadable under this version: compare as saved, the diff names the keys
+        return saved
+
+
 def _trajectory_diff(old: dict, new: dict) -> list[str]:
     a, b = _flatten(old), _flatten(new)
     keys = sorted(set(a) | set(b))
@@ -458,7 +472,7 @@ class Evolution:
                 raise ConfigError(f"run.out: {str(self.out)!r} already holds a run ({STATE_FILE}); pass --resume to "
                                   "continue it or choose another run.out / --out")
             state = load_state(self.out)
-            diff = _trajectory_diff(state["config"], cfg.to_dict())
+            diff = _trajectory_diff(_with_defaults(state["config"]), cfg.to_dict())
             if diff:
                 raise ConfigError(f"cannot resume {self.out}: the config differs in {', '.join(diff)} "
                                   "(these keys fix the trajectory); restore them or start a new run.out")
@@ -520,6 +534,34 @@ class Evolution:
             texts.append((self.tok.decode(row[:cut], skip_special_tokens=True), mem.last_cache.cache_fraction(row=r)))
         return texts
 
+    @torch.no_grad()
+    def likelihood(self, policy, prompts: Sequence[Sequence[int]],
+                   answers: Sequence[Sequence[int]]) -> list[tuple[float, float]]:
+        """Teacher-forced score of the gold ``answers`` after left-padded ``prompts`` (one batch, one
+        forward pass) under ``policy``: ``100 * exp(mean log p(answer token))``, the geometric-mean
+        probability of the answer's tokens (eos included), with the row's mean cache fraction.
+
+        A dense stand-in for the task metric (``evolution.fitness: likelihood``): a member that keeps the
+        needle half-legible scores between one that keeps it and one that lost it, where exact match
+        gives the latter two the same 0.
+        """
+        from . import memory
+
+        rows = [list(p) + list(a) for p, a in zip(prompts, answers)]
+        width, k = max(map(len, rows)), max(map(len, answers))
+        ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros(len(rows), width, dtype=torch.long)
+        for r, row in enumerate(rows):
+            ids[r, width - len(row):] = torch.tensor(row, dtype=torch.long)
+            mask[r, width - len(row):] = 1
+        with memory(self.model, policy) as mem:
+            # rows end together, so every answer token lies in the last k columns; logits at t predict t + 1
+            out = mem.forward(input_ids=ids.to(self.device), attention_mask=mask.to(self.device), logits_to_keep=k + 1)
+        logp = out.logits[:, :-1].float().log_softmax(-1)  # [B, k, V]
+        tok_lp = logp.gather(-1, ids[:, width - k:, None].to(logp.device)).squeeze(-1)  # [B, k]
+        return [(100.0 * math.exp(float(tok_lp[r, k - len(a):].mean())), mem.last_cache.cache_fraction(row=r))
+                for r, a in enumerate(answers)]
+
     def _chunks(self, items: list, size: int | None = None) -> list[list]:
         size = size or self.cfg.run.batch_size
         return [items[i : i + size] for i in range(0, len(items), size)]
@@ -528,11 +570,14 @@ class Evolution:
         from namm.envs.longbench import score_examples
 
         t = self.tasks[task]
+        if self.cfg.evolution.fitness == "likelihood":  # preds are per-prompt answer scores already
+            return float(np.mean(preds))
         return float(score_examples(t.spec, list(preds), [t.examples[i] for i in idx]))
 
     def _predict_rows(self, rows: list[tuple[torch.Tensor | None, str, int]]) -> list[tuple[str, float]]:
         """``(prediction, cache fraction)`` for rows ``(params [P] or None = full cache, task, example)`` of
-        ONE task, one batch."""
+        ONE task, one batch; the prediction is the generated text, or with ``evolution.fitness:
+        likelihood`` the answer's teacher-forced score."""
         from .policies import FullCache
 
         task = rows[0][1]
@@ -542,6 +587,8 @@ class Evolution:
             policy = FullCache(n_up=self.cfg.namm.n_up)
         else:
             policy = self.make_policy(torch.stack([p for p, _, _ in rows]).to(self.device))  # [rows, P]
+        if self.cfg.evolution.fitness == "likelihood":
+            return self.likelihood(policy, prompts, [t.answer(i, self.tok) for _, _, i in rows])
         return self.generate(policy, prompts, t.max_new_tokens)
 
     # ---- normalisation statistics and references --------------------------------------------

@@ -4,6 +4,7 @@ resume (after a stop or a signal) == uninterrupted, broken members get the worst
 import argparse
 import json
 import os
+import pickle
 import shutil
 import signal
 import subprocess
@@ -126,6 +127,39 @@ def test_keep_bias0_starts_from_a_namm_that_keeps_everything(tmp_path, model):
     assert res["cache_fraction"] == 1.0
 
 
+def test_likelihood_fitness_is_the_answers_teacher_forced_probability(tmp_path, model):
+    """evolution.fitness=likelihood: each prompt's prediction is 100 x the geometric-mean probability of
+    its gold answer (+ eos), equal to a plain forward pass for the full cache and the zero NAMM, lower
+    for a NAMM that evicts almost everything; a short run works end to end."""
+    cfg = cfg_for(tmp_path / "a", "evolution.fitness=likelihood")
+    ev = Evolution(cfg, model=model)
+    batch = ev.batch(0)
+    ev.norm = ev.collect_stats(batch)
+    task, idx = next(iter(batch.items()))
+    t = ev.tasks[task]
+    full = ev._predict_rows([(None, task, i) for i in idx])
+    want = []
+    with torch.no_grad():
+        for i in idx:
+            p, a = t.prompt(i, ev.tok), t.answer(i, ev.tok)
+            logp = model(torch.tensor([p + a])).logits[0, len(p) - 1 : -1].float().log_softmax(-1)
+            want.append(100 * torch.exp(logp.gather(-1, torch.tensor(a)[:, None]).mean()).item())
+    assert [f for _, f in full] == [1.0] * len(idx)
+    np.testing.assert_allclose([x for x, _ in full], want, rtol=1e-4)
+    zero = ev._predict_rows([(torch.zeros(ev.num_params), task, i) for i in idx])
+    np.testing.assert_allclose([x for x, _ in zero], want, rtol=1e-4)
+    drop = torch.zeros(ev.num_params)
+    drop[-1] = -1.0  # every score negative: only the newest token stays
+    low = ev._predict_rows([(drop, task, i) for i in idx])
+    assert np.mean([x for x, _ in low]) < np.mean(want) and max(f for _, f in low) < 0.5
+    refs = ev.reference_scores(batch)
+    assert refs[task] == pytest.approx(np.mean(want), rel=1e-4)
+    hist = evolve(cfg_for(tmp_path / "b", "evolution.fitness=likelihood", "stages.0.generations=2"), model=model).history
+    assert len(hist) == 2 and all(0.0 < r["fitness_mean"] for r in hist)
+    with pytest.raises(Exception, match="fitness"):
+        cfg_for(tmp_path / "c", "evolution.fitness=perplexity")
+
+
 # --------------------------------------------------------------------------- whole runs
 
 def test_batched_population_equals_member_by_member(runs):
@@ -186,6 +220,14 @@ def test_resume_continues_the_same_trajectory(runs, tmp_path, model):
         Evolution(cfg_for(part, "run.batched_population=true"), model=model)
     with pytest.raises(ValueError, match="evolution.sigma0"):  # a changed trajectory is not a resume
         Evolution(cfg_for(part, "run.batched_population=true", "evolution.sigma0=0.1"), model=model, resume=True)
+    # a run saved before a config key existed resumes: the key's default reproduces the old behaviour
+    state = load_state(part)
+    for key in ("fitness", "keep_bias0"):
+        del state["config"]["evolution"][key]
+    (part / "state.pkl").write_bytes(pickle.dumps(state))
+    Evolution(cfg_for(part, "run.batched_population=true"), model=model, resume=True)
+    with pytest.raises(ValueError, match="evolution.fitness"):
+        Evolution(cfg_for(part, "run.batched_population=true", "evolution.fitness=likelihood"), model=model, resume=True)
 
 
 def test_signal_writes_a_checkpoint_and_resume_matches(runs, tmp_path, model, monkeypatch):
