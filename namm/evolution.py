@@ -648,7 +648,7 @@ class Evolution:
         ``params [M, P]``).
 
         A member that raises (or has non-finite parameters) gets an error entry; the others go on.
-        Batched: all ``(member, prompt)`` rows of a task, ``run.batch_size`` per forward pass; a chunk
+        Batched: the ``(member, prompt)`` rows of one prompt, ``run.batch_size`` per forward pass; a chunk
         that raises is re-run member by member, so one broken member does not sink its neighbours.
         """
         results: dict[int, dict] = {}
@@ -659,15 +659,18 @@ class Evolution:
         if self.cfg.run.batched_population and len(todo) > 1:
             preds: dict[int, dict[str, list[tuple[str, float]]]] = {}
             broken: set[int] = set()
-            for task, idx in batch.items():
-                for chunk in self._chunks([(m, i) for m in todo for i in idx]):
-                    try:
-                        out = self._predict_rows([(params[m], task, i) for m, i in chunk])
-                    except Exception:
-                        broken |= {m for m, _ in chunk}
-                        continue
-                    for (m, _), pred in zip(chunk, out):
-                        preds.setdefault(m, {}).setdefault(task, []).append(pred)
+            # one prompt per chunk: its rows share their length, so every row's memory updates fall on the
+            # same tokens and a forward pass runs one update per n_up tokens; rows of unequal lengths cut it
+            # at every row's own boundaries (16 kv prompts of 1k tokens together: 2.7x slower)
+            chunks = [(task, c) for task, idx in batch.items() for i in idx for c in self._chunks([(m, i) for m in todo])]
+            for task, chunk in chunks:
+                try:
+                    out = self._predict_rows([(params[m], task, i) for m, i in chunk])
+                except Exception:
+                    broken |= {m for m, _ in chunk}
+                    continue
+                for (m, _), pred in zip(chunk, out):
+                    preds.setdefault(m, {}).setdefault(task, []).append(pred)
             for m in todo:
                 if m not in broken:
                     try:
