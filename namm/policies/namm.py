@@ -85,7 +85,7 @@ class NAMM(MemoryPolicy):
             self._observe_rows(layer.state, attn, qpos)
 
     def _observe_rows(self, st: dict, attn: torch.Tensor, qpos: torch.Tensor) -> None:
-        """General path (padding, rows at different hop phases): one frame per completed hop block."""
+        """General path (any n_fft, padding anywhere): one frame per completed hop block, block by block."""
         c = self.spectral
         real = qpos >= 0
         done = real & (qpos % c.hop == c.hop - 1)  # row completes a block at this query
