@@ -46,7 +46,7 @@ DEMO_EVOLVE: dict[str, Any] = {
     "model": {"name": "zoo", "dtype": "float32", "device": "cpu", "seed": 0},
     "namm": {"scorer": "bam", "mode": "ragged", "n_up": 128},
     "evolution": {"population": 6, "sigma0": 0.02, "init_from": "shipped", "seed": 0, "eval_mean_every": 0,
-                  "cache_target": 0.45},
+                  "cache_target": 0.4, "cache_penalty": 1.0, "fitness": "likelihood"},  # the shipped recipe
     "stages": [{"tasks": ["kv_retrieval"], "generations": 3}],
     "data": {"kv_retrieval": {"source": "zoo", "examples": 6, "samples": 3, "seed": 0,
                               "context_tokens": 1024, "max_prompt_tokens": 1100}},
