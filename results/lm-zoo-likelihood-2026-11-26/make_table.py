@@ -1,5 +1,6 @@
-"""Merge the two `namm eval` folders of table.sh (eval/a: full + NAMM, eval/b: baselines at the NAMM's
-cache fraction) into table.csv and score_vs_cache.png (scatter + per-task bars).
+"""Merge the two `namm eval` folders written by results/lm-zoo-2026-11-26/eval/table.sh (eval/a: full +
+NAMM, eval/b: baselines at the NAMM's cache fraction) into table.csv and score_vs_cache.png (scatter +
+per-task bars).
 
     python results/lm-zoo-likelihood-2026-11-26/make_table.py [FOLDER]   # default: this script's folder
 """
