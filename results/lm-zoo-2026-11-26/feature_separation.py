@@ -11,18 +11,16 @@ A per-token probe only: the BAM can also pool over a head's tokens, which a per-
 import json
 from pathlib import Path
 
-import numpy as np
 import torch
 
-from namm.checkpoint import SHIPPED_NAMM, load_namm
-from namm.envs.corpus import collect_corpus
-from namm.envs.zoo_tasks import ZOO_TASKS
-from namm.evaluate import load_model, score_task
+from namm.checkpoint import load_namm
+from namm.evaluate import load_model, score_task, zoo_examples
 from namm.policies import NAMM
 
 model, tok = load_model("zoo")
-exs = ZOO_TASKS["kv_retrieval"].generate(tok, collect_corpus(max_bytes=24_000_000), 8, seed=0, context_tokens=1024)
-shipped = load_namm(SHIPPED_NAMM)  # only its frozen normalisation statistics are used
+exs = zoo_examples(tok, "kv_retrieval", 8, seed=0, context_tokens=1024)
+# only the frozen normalisation statistics of the NAMM that was shipped when this was measured are used
+shipped = load_namm(Path(__file__).with_name("evolve") / "namm.safetensors")
 rows = []
 
 

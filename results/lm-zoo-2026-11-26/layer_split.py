@@ -13,9 +13,7 @@ from typing import ClassVar
 
 import torch
 
-from namm.envs.corpus import collect_corpus
-from namm.envs.zoo_tasks import ZOO_TASKS
-from namm.evaluate import load_model, score_task
+from namm.evaluate import load_model, score_task, zoo_examples
 from namm.policies.recency import Recency
 
 
@@ -33,9 +31,8 @@ class LayerSplit(Recency):
 
 
 model, tok = load_model("zoo")
-corpus = collect_corpus(max_bytes=24_000_000)
 tasks = ("kv_retrieval", "qa_f1")
-exs = {t: ZOO_TASKS[t].generate(tok, corpus, 16, seed=1000, context_tokens=1024) for t in tasks}
+exs = {t: zoo_examples(tok, t, 16, seed=1000, context_tokens=1024) for t in tasks}
 rows = []
 for full, budget in [((), 0.5), ((0,), 0.33), ((1,), 0.33), ((2,), 0.33), ((3,), 0.33)]:
     pol = LayerSplit(n_up=128, budget=budget, full_layers=full)
