@@ -24,8 +24,9 @@ $(VENV)/.installed: pyproject.toml Makefile
 install: $(VENV)/.installed
 
 # The main job on the embedded default: evolve (short, warm-started) -> language -> video -> RL -> report.
+# Run again, it reuses the finished evolution in runs/demo/evolve and re-runs the rest (--resume).
 demo: $(VENV)/.installed
-	$(VENV)/bin/namm pipeline --out runs/demo
+	$(VENV)/bin/namm pipeline --out runs/demo --resume
 
 test: $(VENV)/.installed
 	$(PY) -m pytest -q -n 2 --dist loadfile

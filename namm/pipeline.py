@@ -214,8 +214,9 @@ def _matched_budget(frac: float) -> float | None:
 
 
 # --------------------------------------------------------------------------- stages
-def stage_weights(cfg: PipelineConfig, out: Path) -> tuple[Path, dict[str, Any]]:
-    """Evolve (or pick) the NAMM weights every later stage uses unchanged."""
+def stage_weights(cfg: PipelineConfig, out: Path, resume: bool = False) -> tuple[Path, dict[str, Any]]:
+    """Evolve (or pick) the NAMM weights every later stage uses unchanged. ``resume``: continue the run
+    already in ``out/evolve`` (a finished one runs no generation and keeps its weights)."""
     ev = cfg.evolve
     if ev.weights != "evolve":
         path = SHIPPED_NAMM if ev.weights == "shipped" else Path(ev.weights)
@@ -226,7 +227,8 @@ def stage_weights(cfg: PipelineConfig, out: Path) -> tuple[Path, dict[str, Any]]
     print(f"[1/4] evolve: {ev.config or 'the embedded demo evolution'} {' '.join(ev.overrides)}")
     t0 = time.time()
     res = evolve(ev.evolve_config(str(out / "evolve"), [f"run.progress={str(cfg.progress).lower()}",
-                                                         f"model.device={_device(cfg)}", f"model.dtype={cfg.dtype}"]))
+                                                         f"model.device={_device(cfg)}", f"model.dtype={cfg.dtype}"]),
+                 resume=resume)
     path = out / "evolve" / "namm.safetensors"
     info = {"source": "evolved", "path": str(path), "config": ev.config, "overrides": ev.overrides,
             "generations": int(getattr(res, "generation", 0)), "wall_s": round(time.time() - t0, 1)}
@@ -472,13 +474,14 @@ def write_report(cfg: PipelineConfig, out: Path, rows: list[dict[str, Any]], wei
     return _write_text(out / "report.md", "\n".join(md))
 
 
-def run_pipeline(cfg: PipelineConfig, config_path: str | None = None) -> Path:
-    """Run every enabled stage and write the report folder; returns ``OUT/report.md``."""
+def run_pipeline(cfg: PipelineConfig, config_path: str | None = None, resume: bool = False) -> Path:
+    """Run every enabled stage and write the report folder; returns ``OUT/report.md``. ``resume``: reuse
+    or continue the evolution already in ``OUT/evolve``; the later stages always run again."""
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     _write_text(out / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
     t0 = time.time()
-    weights, info = stage_weights(cfg, out)
+    weights, info = stage_weights(cfg, out, resume)
     rows: list[dict[str, Any]] = []
     skipped: dict[str, str] = {}
     if cfg.language.enabled:
@@ -515,7 +518,7 @@ def cmd_pipeline(a: argparse.Namespace) -> None:
         print("config OK (nothing was run)")
         return
     t0 = time.time()
-    report = run_pipeline(cfg, a.config)
+    report = run_pipeline(cfg, a.config, resume=a.resume)
     print(f"\n{(report.parent / 'report.md').read_text().split('## Plots')[0]}")
     print(f"wrote {report} in {(time.time() - t0) / 60:.1f} min")
     if a.config is None:
@@ -529,6 +532,8 @@ def add_pipeline_command(sub) -> None:
     p.add_argument("--out", default=None, help="report folder (default: the config's `out`)")
     p.add_argument("--reuse-weights", action="store_true", help="skip evolution: use the shipped NAMM weights")
     p.add_argument("--device", default=None, help="cpu | cuda | auto")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the evolution in OUT/evolve, or reuse it when finished (then re-run the rest)")
     p.add_argument("--check", action="store_true", help="validate the config and print it; run nothing")
     p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. rl.episodes=10 language.samples=8")
     p.set_defaults(fn=cmd_pipeline)

@@ -97,6 +97,15 @@ def test_tiny_pipeline_end_to_end(tmp_path, tiny_dt, tiny_video):
     # the resolved config re-runs as a file
     again = load_pipeline_config(out / "config.yaml")
     assert again.to_dict() == yaml.safe_load((out / "config.yaml").read_text())
+    # a second run into the same folder: refused without --resume (no data lost); with it the finished
+    # evolution is reused as is (no generation runs, same weights) and the later stages run again
+    weights = (out / "evolve" / "namm.safetensors").read_bytes()
+    only_evolve = over + ["language.enabled=false", "video.enabled=false", "rl.enabled=false"]
+    with pytest.raises(ConfigError, match="--resume"):
+        run_pipeline(load_pipeline_config(None, only_evolve))
+    run_pipeline(load_pipeline_config(None, only_evolve), resume=True)
+    assert (out / "evolve" / "namm.safetensors").read_bytes() == weights
+    assert len((out / "evolve" / "log.jsonl").read_text().splitlines()) == 1
 
 
 def test_missing_zoo_dt_says_how_to_build_it(tmp_path, monkeypatch):
