@@ -816,7 +816,8 @@ class Evolution:
         last = self.history[-1] if self.history else {}
         save_namm(self.out / WEIGHTS_FILE, self.make_policy(mean),
                   info={"generation": self.generation, "stage": self.stage, "mean_fitness": last.get("mean_fitness"),
-                        "model": self.cfg.model.name, "source": "namm evolve (CMA-ES mean)"})
+                        "model": self.cfg.model.name, "source": "namm evolve (CMA-ES mean)",
+                        **({"init_from": self.cfg.evolution.init_from} if self.cfg.evolution.init_from else {})})
         state = {"format": STATE_FORMAT, "version": 1, "config": self.cfg.to_dict(), "es": self.es,
                  "stage": self.stage, "stage_generation": self.stage_generation, "generation": self.generation,
                  "pending": self.pending, "refs": self.refs, "norm": self.norm, "history": self.history,

@@ -319,6 +319,10 @@ def test_warm_start_from_a_weights_file(runs, tmp_path, model):
     evolve(cfg_for(tmp_path / "warm2", f"evolution.init_from={src}", "stages.0.generations=1"), model=model)
     done = load_namm(tmp_path / "warm2" / "namm.safetensors")
     assert torch.equal(done.mean, start.mean) and torch.equal(done.var, start.var)
+    from safetensors import safe_open
+
+    with safe_open(tmp_path / "warm2" / "namm.safetensors", "pt") as f:  # a warm start names where it began
+        assert json.loads(f.metadata()["info"])["init_from"] == str(src)
     with pytest.raises(Exception, match="init_from"):
         cfg_for(tmp_path / "x", f"evolution.init_from={tmp_path / 'missing.safetensors'}")
     with pytest.raises(ValueError, match="588|4172"):  # hidden 4 here vs the full-size shipped BAM
