@@ -5,7 +5,7 @@
 
 Why: on CPU the eager attention rows and BAM's masks are tensors of tens of MB (``[B, H, n_up, N]`` fp32).
 glibc serves each from a fresh ``mmap`` and returns it on free, so every update page-faults and zeroes
-them again (a profile showed as much system time as user time). ``TUNED`` keeps freed memory in the
+them again (a profile showed as much system time as user time). The tuned setting keeps freed memory in the
 heap (trim threshold, top pad) and asks for transparent huge pages on the rest (512x fewer faults).
 The Makefile exports it; export it yourself when running ``namm`` directly on Linux.
 
@@ -27,8 +27,14 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-TUNED = ("glibc.malloc.hugetlb=1:glibc.malloc.mmap_threshold=33554432:"
-         "glibc.malloc.trim_threshold=4294967296:glibc.malloc.top_pad=268435456")
+
+
+def makefile_tunables() -> str:
+    """The ``GLIBC_TUNABLES`` the Makefile exports (one place to change them)."""
+    for line in (ROOT / "Makefile").read_text().splitlines():
+        if line.startswith("export GLIBC_TUNABLES"):
+            return line.split("=", 1)[1].strip()
+    raise SystemExit("bench_allocator: no 'export GLIBC_TUNABLES ?= ...' line in the Makefile")
 
 
 def one_generation(env_extra: dict[str, str], args: argparse.Namespace) -> float:
@@ -56,12 +62,13 @@ def main(argv: list[str] | None = None) -> dict:
     if platform.system() != "Linux":
         raise SystemExit("bench_allocator: GLIBC_TUNABLES only exists on Linux (glibc)")
 
+    tuned = makefile_tunables()
     times: dict[str, list[float]] = {"default": [], "tuned": []}
     for _ in range(args.repeats):
         times["default"].append(one_generation({}, args))
-        times["tuned"].append(one_generation({"GLIBC_TUNABLES": TUNED}, args))
+        times["tuned"].append(one_generation({"GLIBC_TUNABLES": tuned}, args))
     med = {k: statistics.median(v) for k, v in times.items()}
-    result = {"machine": platform.platform(), "cpus": os.cpu_count(), "args": vars(args), "tunables": TUNED,
+    result = {"machine": platform.platform(), "cpus": os.cpu_count(), "args": vars(args), "tunables": tuned,
               "seconds": times, "median_s": med, "speedup": med["default"] / med["tuned"]}
     print(f"one generation: default {med['default']:.1f} s, tuned {med['tuned']:.1f} s, "
           f"x{result['speedup']:.2f}")
