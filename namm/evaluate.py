@@ -30,6 +30,17 @@ def task_metric(task: str) -> str:
     return ZOO_TASKS[task].metric if task in ZOO_TASKS else task
 
 
+def left_pad(rows, pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(input_ids, attention_mask)`` ``[B, max len]`` int64 of token ``rows``, padded on the left with ``pad_id``."""
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros(len(rows), width, dtype=torch.long)
+    for i, r in enumerate(rows):
+        ids[i, width - len(r):] = torch.tensor(r, dtype=torch.long)
+        mask[i, width - len(r):] = 1
+    return ids, mask
+
+
 @torch.no_grad()
 def generate_answers(model, tok, prompts: list[str], policy: MemoryPolicy | None, max_new_tokens: int,
                      batch_size: int = 4, max_prompt_tokens: int | None = None, progress: bool = False
@@ -49,12 +60,8 @@ def generate_answers(model, tok, prompts: list[str], policy: MemoryPolicy | None
     with memory(model, policy) as mem:
         for i in tqdm(range(0, len(ids), batch_size), disable=not progress, desc=policy.name, leave=False):
             chunk = ids[i : i + batch_size]
-            n = max(len(x) for x in chunk)
-            inp = torch.full((len(chunk), n), pad, dtype=torch.long)
-            att = torch.zeros_like(inp)
-            for r, x in enumerate(chunk):
-                inp[r, n - len(x) :] = torch.tensor(x)
-                att[r, n - len(x) :] = 1
+            inp, att = left_pad(chunk, pad)
+            n = inp.shape[1]
             out = mem.generate(input_ids=inp.to(model.device), attention_mask=att.to(model.device),
                                max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=pad,
                                eos_token_id=tok.eos_token_id)

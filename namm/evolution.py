@@ -50,6 +50,7 @@ import torch
 
 from .checkpoint import atomic_write, save_namm
 from .config import TINY_MODEL, ConfigError, EvolveConfig, ModelConfig, config_from_dict, dump_config, load_config
+from .evaluate import left_pad
 from .features import RunningStats, SpectralConfig
 
 __all__ = [
@@ -513,23 +514,13 @@ class Evolution:
         return NAMM(params=params, mean=mean, var=var, scorer=n.scorer, hidden=n.hidden, mode=n.mode,
                     n_up=n.n_up, budget=None if stats is not None else n.budget, spectral=self.spectral, stats=stats)
 
-    def _left_pad(self, rows: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(input_ids, attention_mask)`` ``[B, max len]`` int64 of token ``rows``, padded on the left."""
-        width = max(len(r) for r in rows)
-        ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
-        mask = torch.zeros(len(rows), width, dtype=torch.long)
-        for i, r in enumerate(rows):
-            ids[i, width - len(r):] = torch.tensor(r, dtype=torch.long)
-            mask[i, width - len(r):] = 1
-        return ids, mask
-
     @torch.no_grad()
     def generate(self, policy, prompts: Sequence[Sequence[int]], max_new_tokens: int) -> list[tuple[str, float]]:
         """Greedy completions of left-padded ``prompts`` (one batch) under ``policy``, each with its row's
         mean cache fraction (kept / seen over layers, heads and updates; 1.0 when nothing was evicted)."""
         from . import memory
 
-        ids, mask = self._left_pad(prompts)
+        ids, mask = left_pad(prompts, self.pad_id)
         width = ids.shape[1]
         with memory(self.model, policy) as mem:
             out = mem.generate(input_ids=ids.to(self.device), attention_mask=mask.to(self.device),
@@ -553,7 +544,7 @@ class Evolution:
         """
         from . import memory
 
-        ids, mask = self._left_pad([list(p) + list(a) for p, a in zip(prompts, answers)])
+        ids, mask = left_pad([list(p) + list(a) for p, a in zip(prompts, answers)], self.pad_id)
         width, k = ids.shape[1], max(map(len, answers))
         with memory(self.model, policy) as mem:
             # rows end together, so every answer token lies in the last k columns; logits at t predict t + 1
