@@ -26,6 +26,16 @@ def cmd_import_reference(a: argparse.Namespace) -> None:
     print(f"{a.checkpoint} -> {a.out} ({policy.net.num_params} parameters, CMA-ES mean + frozen normalisation)")
 
 
+def cmd_shift_bias(a: argparse.Namespace) -> None:
+    from .checkpoint import load_namm, read_namm, save_namm
+
+    _, _, info = read_namm(a.weights)
+    policy = load_namm(a.weights).shifted(a.delta)
+    shifts = info.get("bias_shifts", []) + [{"from": str(a.weights), "delta": a.delta}]
+    save_namm(a.out, policy, info={**info, "bias_shifts": shifts})
+    print(f"{a.weights} -> {a.out} (every score {a.delta:+g}: keeps {'more' if a.delta > 0 else 'fewer'} tokens)")
+
+
 def cmd_demo(a: argparse.Namespace) -> None:
     from .demo import run_demo
 
@@ -56,6 +66,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("checkpoint", help="the reference .pt (read with torch.load(weights_only=True))")
     p.add_argument("out", help="output .safetensors")
     p.set_defaults(fn=cmd_import_reference)
+
+    p = sub.add_parser("shift-bias", help="move a NAMM's operating point: add DELTA to every score (more memory if > 0)")
+    p.add_argument("weights", help="NAMM weights (.safetensors)")
+    p.add_argument("out", help="output .safetensors (the shift is recorded in its info)")
+    p.add_argument("--delta", type=float, required=True, help="added to the scorer's output bias")
+    p.set_defaults(fn=cmd_shift_bias)
 
     from namm.envs.rollout import add_rollout_command
 

@@ -19,7 +19,8 @@ __all__ = ["Scorer", "BAM", "MLP", "SCORERS", "make_scorer"]
 
 
 class Scorer:
-    """Contract: ``num_params`` and ``__call__(x, mask, pos, params) -> scores``."""
+    """Contract: ``num_params`` and ``__call__(x, mask, pos, params) -> scores``; ``shapes`` ends with the
+    score's scalar bias (added to every token's score), so ``params[..., -1]`` moves the keep threshold."""
 
     name: ClassVar[str]
     feature_dim: int

@@ -211,3 +211,18 @@ def test_budget_is_saved_with_the_weights_and_can_be_overridden(tmp_path):
     meta["config"] = _json.dumps(cfg)
     save_file(load_file(str(tmp_path / "free.safetensors")), str(tmp_path / "old.safetensors"), metadata=meta)
     assert load_namm(tmp_path / "old.safetensors").budget is None
+
+
+def test_shift_bias_cli_records_each_shift(tmp_path):
+    params = torch.randn(4172, generator=torch.Generator().manual_seed(5))
+    save_namm(tmp_path / "w.safetensors", NAMM(params=params, mode="ragged"), info={"evolution": {"seed": 1}})
+    assert main(["shift-bias", str(tmp_path / "w.safetensors"), str(tmp_path / "up.safetensors"), "--delta", "0.25"]) == 0
+    assert main(["shift-bias", str(tmp_path / "up.safetensors"), str(tmp_path / "up2.safetensors"), "--delta", "-0.05"]) == 0
+    from namm.checkpoint import read_namm
+
+    tensors, cfg, info = read_namm(tmp_path / "up2.safetensors")
+    assert torch.allclose(tensors["params"][-1], params[-1] + 0.2) and torch.equal(tensors["params"][:-1], params[:-1])
+    assert cfg["mode"] == "ragged" and info["evolution"] == {"seed": 1}
+    assert [d["delta"] for d in info["bias_shifts"]] == [0.25, -0.05]
+    assert main(["shift-bias", str(tmp_path / "missing.safetensors"), str(tmp_path / "x.safetensors"), "--delta", "1"]) == 2
+    assert not (tmp_path / "x.safetensors").exists()

@@ -47,6 +47,21 @@ def test_per_row_params_equal_separate_calls(scorer):
         assert torch.allclose(both[r : r + 1], one, atol=1e-6)
 
 
+@pytest.mark.parametrize("scorer", ["bam", "mlp"])
+def test_shifted_namm_moves_every_score_by_delta(scorer):
+    """`NAMM.shifted` (and `namm shift-bias`) moves the keep threshold and nothing else."""
+    from namm.policies import NAMM
+
+    x, mask, pos, g = _inputs()
+    policy = NAMM(params=0.2 * torch.randn(BAM().num_params if scorer == "bam" else MLP().num_params, generator=g),
+                  scorer=scorer, n_up=32, budget=0.5)
+    up = policy.shifted(0.75)
+    s, s2 = policy.net(x, mask, pos, policy.params), up.net(x, mask, pos, up.params)
+    assert torch.allclose(s2[mask], s[mask] + 0.75, atol=1e-5)
+    assert (up.scorer, up.n_up, up.budget) == (scorer, 32, 0.5)
+    assert torch.equal(policy.params, policy.shifted(0.0).params) and not torch.equal(policy.params, up.params)
+
+
 def test_zero_params_keep_everything():
     x, mask, pos, _ = _inputs()
     s = BAM()(x, mask, pos, torch.zeros(4172))

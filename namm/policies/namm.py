@@ -6,7 +6,7 @@ one vector per row (``params`` ``[B, P]``), which is how a whole CMA-ES populati
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import ClassVar
 
 import torch
@@ -67,6 +67,13 @@ class NAMM(MemoryPolicy):
     @property
     def net(self) -> Scorer:
         return make_scorer(self.scorer, self.spectral.feature_dim, self.hidden)
+
+    def shifted(self, delta: float) -> "NAMM":
+        """A copy whose every score is ``delta`` higher (the scorer's output bias moved): ``delta > 0`` keeps
+        more tokens, ``< 0`` fewer. Unlike a top-k budget, each head keeps its own learned share."""
+        params = self.params.clone()
+        params[..., -1] += delta
+        return replace(self, params=params)
 
     # ---- per-token state: the streaming spectrogram ----------------------------------------------
     def token_state(self) -> dict[str, tuple[int, ...]]:
