@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from namm.scorer import BAM, MLP
+from namm.scorer import BAM, MLP, make_scorer
 from namm.selection import budget_tokens, parse_budget, threshold_ragged, threshold_reference, top_k
 
 
@@ -53,8 +53,8 @@ def test_shifted_namm_moves_every_score_by_delta(scorer):
     from namm.policies import NAMM
 
     x, mask, pos, g = _inputs()
-    policy = NAMM(params=0.2 * torch.randn(BAM().num_params if scorer == "bam" else MLP().num_params, generator=g),
-                  scorer=scorer, n_up=32, budget=0.5)
+    policy = NAMM(params=0.2 * torch.randn(make_scorer(scorer).num_params, generator=g), scorer=scorer, n_up=32,
+                  budget=0.5)
     up = policy.shifted(0.75)
     s, s2 = policy.net(x, mask, pos, policy.params), up.net(x, mask, pos, up.params)
     assert torch.allclose(s2[mask], s[mask] + 0.75, atol=1e-5)
