@@ -102,6 +102,11 @@ def read_namm(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict, d
 def load_namm(path: str | os.PathLike, **overrides) -> NAMM:
     """Build the NAMM stored in ``path``; ``overrides`` (e.g. ``n_up``, ``mode``, ``budget``) win over the file."""
     tensors, cfg, _ = read_namm(path)
+    return namm_from(tensors, cfg, path, **overrides)
+
+
+def namm_from(tensors: dict[str, torch.Tensor], cfg: dict, path: str | os.PathLike, **overrides) -> NAMM:
+    """Build a NAMM from what :func:`read_namm` returned (``path`` only names the file in errors)."""
     spectral = SpectralConfig(n_fft=cfg["n_fft"], hop=cfg["hop"], ema=cfg["ema"], n_pos=cfg["n_pos"], pos_base=cfg["pos_base"])
     if spectral.feature_dim != cfg["feature_dim"]:
         raise CheckpointError(f"{path}: feature_dim {cfg['feature_dim']} does not match its STFT/age settings ({spectral.feature_dim})")

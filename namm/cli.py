@@ -27,10 +27,10 @@ def cmd_import_reference(a: argparse.Namespace) -> None:
 
 
 def cmd_shift_bias(a: argparse.Namespace) -> None:
-    from .checkpoint import load_namm, read_namm, save_namm
+    from .checkpoint import namm_from, read_namm, save_namm
 
-    _, _, info = read_namm(a.weights)
-    policy = load_namm(a.weights).shifted(a.delta)
+    tensors, cfg, info = read_namm(a.weights)
+    policy = namm_from(tensors, cfg, a.weights).shifted(a.delta)
     shifts = info.get("bias_shifts", []) + [{"from": str(a.weights), "delta": a.delta}]
     save_namm(a.out, policy, info={**info, "bias_shifts": shifts})
     print(f"{a.weights} -> {a.out} (every score {a.delta:+g}: keeps {'more' if a.delta > 0 else 'fewer'} tokens)")
