@@ -282,19 +282,19 @@ def get_metric(name: str) -> MetricFn:
     return METRICS[key]
 
 
-def score(
+def example_scores(
     task_or_metric_name: str,
     predictions: Sequence[str],
     answers_list: Sequence[Sequence[str]],
     all_classes: Classes = None,
     *,
     first_line_only: bool | None = None,
-) -> float:
-    """Task score in 0..100: mean over examples of the best metric over its ground truths, x100.
+) -> list[float]:
+    """Per-example scores in 0..1: the best metric over each example's ground truths.
 
     ``task_or_metric_name`` is a task (official or registered) or a metric name. Predictions
     are cut to their first line for trec/triviaqa/samsum/lsht unless ``first_line_only`` says
-    otherwise. Not rounded (the official table rounds to 2 decimals).
+    otherwise.
     """
     metric = get_metric(task_or_metric_name)
     if first_line_only is None:
@@ -303,11 +303,25 @@ def score(
         raise ValueError(f"{len(predictions)} predictions but {len(answers_list)} answer lists")
     if not predictions:
         raise ValueError(f"no predictions to score for {task_or_metric_name!r}")
-    total = 0.0
+    out = []
     for i, (pred, truths) in enumerate(zip(predictions, answers_list)):
         if isinstance(truths, str) or not truths:
             raise ValueError(f"example {i}: answers must be a non-empty list of strings, got {truths!r}")
         if first_line_only:
             pred = first_line(pred)
-        total += max(0.0, *(metric(pred, truth, all_classes=all_classes) for truth in truths))
-    return 100.0 * total / len(predictions)
+        out.append(max(0.0, *(metric(pred, truth, all_classes=all_classes) for truth in truths)))
+    return out
+
+
+def score(
+    task_or_metric_name: str,
+    predictions: Sequence[str],
+    answers_list: Sequence[Sequence[str]],
+    all_classes: Classes = None,
+    *,
+    first_line_only: bool | None = None,
+) -> float:
+    """Task score in 0..100: the mean of :func:`example_scores`, x100. Not rounded (the official
+    table rounds to 2 decimals)."""
+    per = example_scores(task_or_metric_name, predictions, answers_list, all_classes, first_line_only=first_line_only)
+    return 100.0 * sum(per) / len(per)

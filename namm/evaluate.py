@@ -1,8 +1,10 @@
 """Language evaluation under a memory policy: generate answers for task prompts, score them.
 
 ``namm eval`` writes, per policy, ``results.json`` (``policy``, ``tasks: {task: {score,
-mean_cache_fraction}}``, ``mean_score``, ``mean_cache_fraction``) and ``results.csv``; with several
-policies, one sub-folder each plus ``summary.csv`` and ``score_vs_cache.png``.
+mean_cache_fraction}}``, ``mean_score``, ``mean_cache_fraction``), ``results.csv`` and
+``predictions.jsonl`` (one line per example: task, ``_id``, prediction, answers, score in 0..1, cache
+fraction); with several policies, one sub-folder each plus ``summary.csv`` and ``score_vs_cache.png``.
+``namm compare A B`` pairs two such folders example by example.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from tqdm.auto import tqdm
 from . import memory
 from .policies import FullCache, MemoryPolicy
 
-__all__ = ["generate_answers", "score_task", "evaluate", "add_eval_command", "task_metric"]
+__all__ = ["generate_answers", "score_task", "evaluate", "compare", "add_eval_command", "task_metric"]
 
 
 def task_metric(task: str) -> str:
@@ -72,7 +74,8 @@ def generate_answers(model, tok, prompts: list[str], policy: MemoryPolicy | None
 
 def score_task(model, tok, task: str, examples: list[dict], policy: MemoryPolicy | None, batch_size: int = 4,
                progress: bool = False) -> dict:
-    """``{"score": 0..100, "mean_cache_fraction": float, "n": int, "predictions": [...]}``."""
+    """``{"score": 0..100, "mean_cache_fraction": float, "n": int, "predictions": [...],
+    "example_scores": [0..1 per example], "cache_fractions": [per example]}``."""
     from namm.envs import metrics
     from namm.envs.zoo_tasks import ZOO_TASKS, format_prompt
 
@@ -88,9 +91,10 @@ def score_task(model, tok, task: str, examples: list[dict], policy: MemoryPolicy
         prompts = [build_prompt(spec, ex) for ex in examples]
         max_new = spec.max_new_tokens
     preds, fracs = generate_answers(model, tok, prompts, policy, max_new, batch_size, progress=progress)
-    s = metrics.score(task_metric(task), preds, [ex["answers"] for ex in examples],
-                      examples[0].get("all_classes"))
-    return {"score": s, "mean_cache_fraction": sum(fracs) / len(fracs), "n": len(examples), "predictions": preds}
+    per = metrics.example_scores(task_metric(task), preds, [ex["answers"] for ex in examples],
+                                 examples[0].get("all_classes"))
+    return {"score": 100.0 * sum(per) / len(per), "mean_cache_fraction": sum(fracs) / len(fracs),
+            "n": len(examples), "predictions": preds, "example_scores": per, "cache_fractions": fracs}
 
 
 def load_model(spec: str, device: str = "cpu"):
@@ -132,19 +136,37 @@ def zoo_examples(tok, task: str, n: int, seed: int, context_tokens: int, data_di
 
 def evaluate(model, tok, policy: MemoryPolicy, tasks: list[str], samples: int, seed: int, context_tokens: int,
              batch_size: int = 4, examples: dict[str, list[dict]] | None = None, progress: bool = True) -> dict:
-    """Score ``policy`` on every task; the schema of ``results.json``."""
-    res = {"policy": policy.describe(), "tasks": {}}
+    """Score ``policy`` on every task; the schema of ``results.json``, plus ``"predictions"``: one record
+    per example (:func:`example_records`), which :func:`write_results` writes to ``predictions.jsonl``."""
+    res = {"policy": policy.describe(), "tasks": {}, "predictions": []}
     for task in tasks:
         exs = (examples or {}).get(task) or zoo_examples(tok, task, samples, seed, context_tokens)
         r = score_task(model, tok, task, exs, policy, batch_size, progress=progress)
         res["tasks"][task] = {"score": r["score"], "mean_cache_fraction": r["mean_cache_fraction"], "n": r["n"]}
+        res["predictions"] += example_records(task, exs, r)
     res["mean_score"] = sum(t["score"] for t in res["tasks"].values()) / len(tasks)
     res["mean_cache_fraction"] = sum(t["mean_cache_fraction"] for t in res["tasks"].values()) / len(tasks)
     return res
 
 
+def example_records(task: str, examples: list[dict], r: dict) -> list[dict]:
+    """One record per example of :func:`score_task`'s result ``r``: what paired comparisons need
+    (``namm compare``) and what a reader checks by hand (where the evidence sat, what came out)."""
+    return [{"task": task, "_id": ex.get("_id", str(i)), "needle_fraction": ex.get("needle_fraction"),
+             "length": ex.get("length"), "answers": ex["answers"], "prediction": pred, "score": sc,
+             "cache_fraction": fr}
+            for i, (ex, pred, sc, fr) in enumerate(zip(examples, r["predictions"], r["example_scores"],
+                                                       r["cache_fractions"]))]
+
+
 def write_results(out: Path, res: dict) -> None:
+    """``results.json`` + ``results.csv`` (+ ``predictions.jsonl`` when ``res`` carries ``"predictions"``)."""
     out.mkdir(parents=True, exist_ok=True)
+    res = dict(res)
+    preds = res.pop("predictions", None)
+    if preds is not None:
+        with open(out / "predictions.jsonl", "w") as f:
+            f.writelines(json.dumps(p) + "\n" for p in preds)
     (out / "results.json").write_text(json.dumps(res, indent=1))
     with open(out / "results.csv", "w", newline="") as f:
         w = csv.writer(f)
@@ -197,6 +219,78 @@ def cmd_eval(a: argparse.Namespace) -> None:
     plot_score_vs_cache(rows, out / "score_vs_cache.png")
 
 
+def read_predictions(folder: str | Path) -> dict[tuple[str, str], dict]:
+    """``{(task, _id): record}`` from a ``namm eval`` policy folder's ``predictions.jsonl``."""
+    path = Path(folder) / "predictions.jsonl"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no per-example predictions; give a policy folder written by `namm eval` "
+                                "(with several policies, each sits in its own sub-folder)")
+    recs = {}
+    for i, line in enumerate(path.read_text().splitlines()):
+        if line.strip():
+            try:
+                r = json.loads(line)
+                recs[(r["task"], str(r["_id"]))] = r
+            except (json.JSONDecodeError, KeyError, TypeError) as e:
+                raise ValueError(f"{path}:{i + 1}: not a prediction record ({e})") from None
+    return recs
+
+
+def compare(a: str | Path, b: str | Path, n_boot: int = 10_000, seed: int = 0) -> dict:
+    """Pair two ``namm eval`` runs on the same examples: ``B - A`` per task and for the mean over tasks
+    (equal task weights, as ``mean_score``), with 95% bootstrap intervals that resample the examples
+    of each task (stratified), so both policies are always judged on the same draw.
+
+    Returns ``{"a", "b", "n_boot", "tasks": {task: {n, a, b, diff, ci, wins, losses, a_cache, b_cache}},
+    "mean": {a, b, diff, ci}}``; scores in 0..100.
+    """
+    ra, rb = read_predictions(a), read_predictions(b)
+    if set(ra) != set(rb):
+        only_a, only_b = sorted(set(ra) - set(rb)), sorted(set(rb) - set(ra))
+        raise ValueError(f"{a} and {b} scored different examples ({len(only_a)} only in A, e.g. {only_a[:2]}; "
+                         f"{len(only_b)} only in B, e.g. {only_b[:2]}): run both with the same --tasks, --samples, "
+                         "--seed and --context-tokens")
+    gen = torch.Generator().manual_seed(seed)
+    tasks = list(dict.fromkeys(t for t, _ in ra))  # in the order they were run
+    out: dict = {"a": str(a), "b": str(b), "n_boot": n_boot, "tasks": {}}
+    boot_a, boot_b = [], []
+    for t in tasks:
+        keys = [k for k in ra if k[0] == t]
+        sa = torch.tensor([float(ra[k]["score"]) for k in keys], dtype=torch.float64) * 100
+        sb = torch.tensor([float(rb[k]["score"]) for k in keys], dtype=torch.float64) * 100
+        idx = torch.randint(len(keys), (n_boot, len(keys)), generator=gen)
+        boot_a.append(sa[idx].mean(1))
+        boot_b.append(sb[idx].mean(1))
+        d = boot_b[-1] - boot_a[-1]
+        out["tasks"][t] = {
+            "n": len(keys), "a": float(sa.mean()), "b": float(sb.mean()), "diff": float((sb - sa).mean()),
+            "ci": [float(d.quantile(0.025)), float(d.quantile(0.975))],
+            "wins": int((sb > sa).sum()), "losses": int((sb < sa).sum()),
+            "a_cache": sum(ra[k]["cache_fraction"] for k in keys) / len(keys),
+            "b_cache": sum(rb[k]["cache_fraction"] for k in keys) / len(keys),
+        }
+    ma, mb = torch.stack(boot_a).mean(0), torch.stack(boot_b).mean(0)
+    ts = out["tasks"].values()
+    mean_a, mean_b = sum(v["a"] for v in ts) / len(ts), sum(v["b"] for v in ts) / len(ts)
+    out["mean"] = {"a": mean_a, "b": mean_b, "diff": mean_b - mean_a,
+                   "ci": [float((mb - ma).quantile(0.025)), float((mb - ma).quantile(0.975))]}
+    return out
+
+
+def cmd_compare(a: argparse.Namespace) -> None:
+    res = compare(a.a, a.b, n_boot=a.n_boot, seed=a.seed)
+    print(f"A = {a.a}\nB = {a.b}\n{'task':20s} {'n':>4s} {'A':>7s} {'B':>7s} {'B-A':>7s}  95% CI            "
+          "B>A  B<A  cache A/B")
+    for t, v in res["tasks"].items():
+        print(f"{t:20s} {v['n']:4d} {v['a']:7.2f} {v['b']:7.2f} {v['diff']:+7.2f}  [{v['ci'][0]:+6.2f}, {v['ci'][1]:+6.2f}]"
+              f"  {v['wins']:3d}  {v['losses']:3d}  {v['a_cache']:.3f}/{v['b_cache']:.3f}")
+    m = res["mean"]
+    print(f"{'mean over tasks':20s} {'':4s} {m['a']:7.2f} {m['b']:7.2f} {m['diff']:+7.2f}  [{m['ci'][0]:+6.2f}, {m['ci'][1]:+6.2f}]")
+    if a.out:
+        Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(a.out).write_text(json.dumps(res, indent=1))
+
+
 def _zoo_task_names():
     from namm.envs.zoo_tasks import ZOO_TASKS
 
@@ -217,3 +311,11 @@ def add_eval_command(sub) -> None:
     p.add_argument("--device", default="cpu")
     p.add_argument("--out", required=True)
     p.set_defaults(fn=cmd_eval)
+
+    p = sub.add_parser("compare", help="pair two `namm eval` policy folders example by example (B - A, bootstrap CI)")
+    p.add_argument("a", help="policy folder A (with predictions.jsonl), e.g. runs/table/a/full")
+    p.add_argument("b", help="policy folder B, scored on the same examples")
+    p.add_argument("--n-boot", type=int, default=10_000, help="bootstrap resamples")
+    p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+    p.add_argument("--out", default=None, help="also write the comparison as JSON here")
+    p.set_defaults(fn=cmd_compare)

@@ -276,6 +276,7 @@ def stage_language(cfg: PipelineConfig, weights: Path, out: Path) -> list[dict[s
                        progress=cfg.progress)
         agg = per_policy.setdefault(name, {"policy": name, "tasks": {}})
         agg["tasks"].update(res["tasks"])
+        agg.setdefault("predictions", []).extend(res["predictions"])
         for t, v in res["tasks"].items():
             rows.append(_row("language", t, name, v["score"], v["mean_cache_fraction"], n=v["n"],
                              describe=res["policy"]))

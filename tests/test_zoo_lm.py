@@ -49,6 +49,47 @@ def test_eval_cli_writes_results_for_each_policy(zoo_dir, tmp_path):
         else:
             assert t["mean_cache_fraction"] <= 0.55
     assert (out / "summary.csv").exists() and (out / "score_vs_cache.png").exists()
+    recs = [json.loads(line) for line in (out / "h2o" / "predictions.jsonl").read_text().splitlines()]
+    assert len(recs) == 2 and {r["task"] for r in recs} == {"kv_retrieval"}
+    res = json.loads((out / "h2o" / "results.json").read_text())
+    assert "predictions" not in res  # per-example lines live in predictions.jsonl only
+    assert sum(r["score"] for r in recs) / 2 * 100 == pytest.approx(res["tasks"]["kv_retrieval"]["score"])
+    assert sum(r["cache_fraction"] for r in recs) / 2 == pytest.approx(res["tasks"]["kv_retrieval"]["mean_cache_fraction"])
+
+    # the same examples pair up: full against itself differs by exactly zero
+    assert main(["compare", str(out / "full"), str(out / "full"), "--n-boot", "50", "--out", str(tmp_path / "c.json")]) == 0
+    c = json.loads((tmp_path / "c.json").read_text())
+    assert c["mean"]["diff"] == 0 and c["mean"]["ci"] == [0, 0] and c["tasks"]["kv_retrieval"]["n"] == 2
+
+
+def _write_preds(folder, scores, task="t", cache=0.5):
+    folder.mkdir(parents=True)
+    lines = [json.dumps({"task": task, "_id": str(i), "score": s, "cache_fraction": cache, "prediction": "",
+                         "answers": ["x"]}) for i, s in enumerate(scores)]
+    (folder / "predictions.jsonl").write_text("\n".join(lines) + "\n")
+
+
+def test_compare_pairs_examples_and_brackets_the_difference(tmp_path):
+    from namm.evaluate import compare
+
+    _write_preds(tmp_path / "a", [0, 0, 1, 1, 0, 1, 0, 1], cache=1.0)
+    _write_preds(tmp_path / "b", [1, 0, 1, 1, 1, 1, 0, 1])
+    c = compare(tmp_path / "a", tmp_path / "b", n_boot=2000)
+    t = c["tasks"]["t"]
+    assert (t["a"], t["b"], t["diff"], t["wins"], t["losses"]) == (50.0, 75.0, 25.0, 2, 0)
+    assert t["ci"][0] >= 0 and t["ci"][0] < 25 < t["ci"][1] <= 100  # B never loses an example: no resample favours A
+    assert (t["a_cache"], t["b_cache"]) == (1.0, 0.5)
+    assert c["mean"]["diff"] == 25.0
+
+
+def test_compare_refuses_unpaired_runs_and_names_the_fix(tmp_path, capsys):
+    _write_preds(tmp_path / "a", [1, 0])
+    _write_preds(tmp_path / "b", [1, 0, 1])
+    assert main(["compare", str(tmp_path / "a"), str(tmp_path / "b")]) == 2
+    err = capsys.readouterr().err
+    assert "different examples" in err and "--seed" in err
+    assert main(["compare", str(tmp_path / "a"), str(tmp_path / "nope")]) == 2
+    assert "predictions.jsonl" in capsys.readouterr().err
 
 
 def test_training_rows_mask_exactly_the_answer(tmp_path):
