@@ -113,6 +113,8 @@ def test_score_takes_the_best_ground_truth_and_averages() -> None:
     answers = [["Obama", "Barack Obama"], ["Clinton"]]
     assert m.score("hotpotqa", preds, answers) == pytest.approx(50.0)
     assert m.score("qa_f1", ["Barack Obama"], [["Obama"]]) == pytest.approx(100 * 2 / 3)
+    # per example (what `namm compare` pairs): 0..1, best truth each, in order
+    assert m.example_scores("hotpotqa", preds, answers) == pytest.approx([1.0, 0.0])
     with pytest.raises(ValueError, match="2 predictions but 1"):
         m.score("hotpotqa", preds, answers[:1])
     with pytest.raises(ValueError, match="list of strings"):

@@ -17,8 +17,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 here = Path(sys.argv[1]) if len(sys.argv) > 1 else Path(__file__).parent
 names = {"full": "full", "namm": "NAMM", "h2o": "H2O", "l2": "L2", "streamingllm": "StreamingLLM", "recency": "recency"}
 rows = []
+root = here / "eval" if (here / "eval" / "a").is_dir() else here  # results folders keep eval/; table.sh's OUT has a/, b/
 for part in ("a", "b"):
-    for p in sorted((here / "eval" / part).glob("*/results.json")):
+    for p in sorted((root / part).glob("*/results.json")):
         r = json.loads(p.read_text())
         key = p.parent.name
         rows.append({"name": names.get(key, key), "policy": r["policy"], "mean_score": r["mean_score"],
