@@ -1,0 +1,95 @@
+"""Is passage_retrieval hard for the zoo LM because the label comes BEFORE the quoted line?
+
+    python closing.py zeroshot OUT [N]          # shipped LM on both formats, 1k tokens, N per format
+    python closing.py finetune OUT STEPS        # fine-tune on the closing format only (as passage_ft.py)
+
+The shipped format is "Paragraph k:\\n<text>" and the cue is a line from <text>: to answer, the model has
+to find the line and then look BACK to the nearest header. kv_retrieval, which the LM solves, only ever
+copies what comes AFTER the match. The "closing" format ends every paragraph with "(end of Paragraph k)"
+and quotes the paragraph's LAST line, so the label sits right after the match, as in kv_retrieval.
+An experiment (task generation swapped for this process only), not the shipped task.
+"""
+import json
+import sys
+from pathlib import Path
+
+import namm.envs.zoo_tasks as zt
+
+
+def closing_maker(pool, rng, target, u):
+    """The shipped passage maker with a trailing label on every paragraph and the last line as the cue."""
+    p_tok = min(400, max(64, target // 20))
+    cands, total = [], 0
+    for _ in range(100 * (target // p_tok + 4)):
+        if total >= 1.6 * target + 2 * p_tok:
+            break
+        doc = rng.choice(pool.docs)
+        lines = pool.lines(doc)
+        start, want, k, end = rng.randrange(len(lines)), int(p_tok * rng.uniform(0.7, 1.3)), 0, 0
+        for end in range(start, len(lines)):
+            k += lines[end][1]
+            if k >= want:
+                break
+        text = "".join(t for t, _ in lines[start: end + 1]).strip("\n")
+        if sum(bool(t.strip()) for t in text.split("\n")) >= 3:
+            cands.append((text, k + 14, doc.id))  # header + trailing label
+            total += k + 14
+    if not cands:
+        return None
+    last = cands[0][0].split("\n")[-1].strip()
+    if last not in zt._cue_lines(cands[0][0]):
+        return None
+    needle, cue = cands[0], last
+    others = [c for c in cands[1:] if cue not in c[0]]
+
+    def build(budget):
+        taken, total = [], needle[1]
+        for c in others:
+            if total >= budget:
+                break
+            taken.append(c)
+            total += c[1]
+        k = min(len(taken), int(u * (len(taken) + 1)))
+        order = taken[:k] + [needle] + taken[k:]
+        blocks = [f"Paragraph {j + 1}:\n{text}\n(end of Paragraph {j + 1})" for j, (text, _, _) in enumerate(order)]
+        pos = sum(len(b) + 2 for b in blocks[:k])
+        return {"context": "\n\n".join(blocks), "needle": pos, "answer": f"Paragraph {k + 1}",
+                "doc_ids": {d for _, _, d in order}}
+
+    got = zt._fit(pool, build, target)
+    if got is None or got["context"].count(cue) != 1:
+        return None
+    return {**got, "input": f"Which paragraph contains the following line?\n{cue}",
+            "answers": [got.pop("answer")]}
+
+
+def use_closing():
+    zt._MAKERS["passage_retrieval"] = closing_maker
+
+
+if __name__ == "__main__":
+    mode, out = sys.argv[1], Path(sys.argv[2])
+    out.mkdir(parents=True, exist_ok=True)
+    if mode == "zeroshot":
+        from namm.evaluate import example_records, load_model, score_task, zoo_examples
+
+        n = int(sys.argv[3]) if len(sys.argv) > 3 else 16
+        model, tok = load_model("zoo")
+        res = {}
+        for fmt in ("shipped", "closing"):
+            if fmt == "closing":
+                use_closing()
+            exs = zoo_examples(tok, "passage_retrieval", n, seed=500, context_tokens=1024)
+            r = score_task(model, tok, "passage_retrieval", exs, policy=None, batch_size=4)
+            res[fmt] = {"score": r["score"], "n": n, "predictions": r["predictions"][:8]}
+            print(fmt, r["score"], r["predictions"][:8], flush=True)
+        (out / "zeroshot.json").write_text(json.dumps(res, indent=1))
+    elif mode == "finetune":
+        from namm.zoo import ZOO_DIR, LMTrainConfig, train_lm
+
+        use_closing()
+        train_lm(LMTrainConfig(out=str(out), init_from=str(ZOO_DIR / "lm"), tasks="passage_retrieval",
+                               task_fraction=1.0, answer_weight=5.0, stages=[(512, 8, int(sys.argv[3]))], lr=1e-3,
+                               warmup=20, threads=2, eval_examples=0, checkpoint_minutes=2))
+    else:
+        sys.exit(f"mode {mode!r}: use 'zeroshot' or 'finetune'")
