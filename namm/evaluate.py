@@ -230,9 +230,12 @@ def read_predictions(folder: str | Path) -> dict[tuple[str, str], dict]:
         if line.strip():
             try:
                 r = json.loads(line)
-                recs[(r["task"], str(r["_id"]))] = r
+                key = (r["task"], str(r["_id"]))
             except (json.JSONDecodeError, KeyError, TypeError) as e:
                 raise ValueError(f"{path}:{i + 1}: not a prediction record ({e})") from None
+            if key in recs:  # pairing by id would silently drop one of them
+                raise ValueError(f"{path}:{i + 1}: example {key} appears twice; give each example its own _id")
+            recs[key] = r
     return recs
 
 

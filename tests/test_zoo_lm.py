@@ -90,6 +90,10 @@ def test_compare_refuses_unpaired_runs_and_names_the_fix(tmp_path, capsys):
     assert "different examples" in err and "--seed" in err
     assert main(["compare", str(tmp_path / "a"), str(tmp_path / "nope")]) == 2
     assert "predictions.jsonl" in capsys.readouterr().err
+    dup = tmp_path / "a" / "predictions.jsonl"
+    dup.write_text(dup.read_text() + dup.read_text().splitlines()[0] + "\n")
+    assert main(["compare", str(tmp_path / "a"), str(tmp_path / "a")]) == 2
+    assert "appears twice" in capsys.readouterr().err
 
 
 def test_training_rows_mask_exactly_the_answer(tmp_path):
