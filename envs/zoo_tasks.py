@@ -257,7 +257,10 @@ def _cue_lines(passage: str) -> list[str]:
             and lines.count(s) == 1 and "Paragraph" not in s]
 
 
-def _passage_maker(pool: _Pool, rng: random.Random, target: int, u: float) -> dict | None:
+def _passage_candidates(pool: _Pool, rng: random.Random, target: int, label_tokens: int = 6
+                        ) -> list[tuple[str, int, str]]:
+    """Runs of held-out lines, ~target/20 tokens each, enough for the context: ``(text, tokens + the
+    label's ``label_tokens``, doc id)``; the first is the needle passage."""
     p_tok = min(400, max(64, target // 20))
     cands: list[tuple[str, int, str]] = []
     total = 0
@@ -273,8 +276,25 @@ def _passage_maker(pool: _Pool, rng: random.Random, target: int, u: float) -> di
                 break
         text = "".join(t for t, _ in lines[start: end + 1]).strip("\n")
         if sum(bool(t.strip()) for t in text.split("\n")) >= 3:
-            cands.append((text, k + 6, doc.id))  # +6: "Paragraph N:" header and separator
-            total += k + 6
+            cands.append((text, k + label_tokens, doc.id))
+            total += k + label_tokens
+    return cands
+
+
+def _passage_order(needle: tuple, others: list[tuple], budget: int, u: float) -> tuple[list[tuple], int]:
+    """Passages filling ``budget`` tokens with the needle at index k (the fraction ``u`` of the way in)."""
+    taken, total = [], needle[1]
+    for c in others:
+        if total >= budget:
+            break
+        taken.append(c)
+        total += c[1]
+    k = min(len(taken), int(u * (len(taken) + 1)))
+    return taken[:k] + [needle] + taken[k:], k
+
+
+def _passage_maker(pool: _Pool, rng: random.Random, target: int, u: float) -> dict | None:
+    cands = _passage_candidates(pool, rng, target)  # +6 tokens each: "Paragraph N:" header and separator
     cues = _cue_lines(cands[0][0]) if cands else []
     if not cues:
         return None
@@ -282,14 +302,7 @@ def _passage_maker(pool: _Pool, rng: random.Random, target: int, u: float) -> di
     others = [c for c in cands[1:] if cue not in c[0]]
 
     def build(budget: int) -> dict:
-        taken, total = [], needle[1]
-        for c in others:
-            if total >= budget:
-                break
-            taken.append(c)
-            total += c[1]
-        k = min(len(taken), int(u * (len(taken) + 1)))
-        order = taken[:k] + [needle] + taken[k:]
+        order, k = _passage_order(needle, others, budget, u)
         blocks = [f"Paragraph {j + 1}:\n{text}" for j, (text, _, _) in enumerate(order)]
         pos = sum(len(b) + 2 for b in blocks[:k])
         return {"context": "\n\n".join(blocks), "needle": pos, "answer": f"Paragraph {k + 1}",

@@ -18,22 +18,7 @@ import namm.envs.zoo_tasks as zt
 
 def closing_maker(pool, rng, target, u):
     """The shipped passage maker with a trailing label on every paragraph and the last line as the cue."""
-    p_tok = min(400, max(64, target // 20))
-    cands, total = [], 0
-    for _ in range(100 * (target // p_tok + 4)):
-        if total >= 1.6 * target + 2 * p_tok:
-            break
-        doc = rng.choice(pool.docs)
-        lines = pool.lines(doc)
-        start, want, k, end = rng.randrange(len(lines)), int(p_tok * rng.uniform(0.7, 1.3)), 0, 0
-        for end in range(start, len(lines)):
-            k += lines[end][1]
-            if k >= want:
-                break
-        text = "".join(t for t, _ in lines[start: end + 1]).strip("\n")
-        if sum(bool(t.strip()) for t in text.split("\n")) >= 3:
-            cands.append((text, k + 14, doc.id))  # header + trailing label
-            total += k + 14
+    cands = zt._passage_candidates(pool, rng, target, label_tokens=14)  # header + trailing label
     if not cands:
         return None
     last = cands[0][0].split("\n")[-1].strip()
@@ -43,14 +28,7 @@ def closing_maker(pool, rng, target, u):
     others = [c for c in cands[1:] if cue not in c[0]]
 
     def build(budget):
-        taken, total = [], needle[1]
-        for c in others:
-            if total >= budget:
-                break
-            taken.append(c)
-            total += c[1]
-        k = min(len(taken), int(u * (len(taken) + 1)))
-        order = taken[:k] + [needle] + taken[k:]
+        order, k = zt._passage_order(needle, others, budget, u)
         blocks = [f"Paragraph {j + 1}:\n{text}\n(end of Paragraph {j + 1})" for j, (text, _, _) in enumerate(order)]
         pos = sum(len(b) + 2 for b in blocks[:k])
         return {"context": "\n\n".join(blocks), "needle": pos, "answer": f"Paragraph {k + 1}",
