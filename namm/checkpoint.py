@@ -53,7 +53,7 @@ def policy_config(policy: NAMM) -> dict:
         "scorer": policy.scorer, "hidden": policy.hidden, "feature_dim": c.feature_dim,
         "num_params": policy.net.num_params, "n_up": policy.n_up, "mode": policy.mode,
         "n_fft": c.n_fft, "hop": c.hop, "ema": c.ema, "n_pos": c.n_pos, "pos_base": c.pos_base,
-        "budget": policy.budget,
+        "budget": policy.budget, "pool": policy.pool,
     }
 
 
@@ -112,7 +112,7 @@ def namm_from(tensors: dict[str, torch.Tensor], cfg: dict, path: str | os.PathLi
         raise CheckpointError(f"{path}: feature_dim {cfg['feature_dim']} does not match its STFT/age settings ({spectral.feature_dim})")
     kw = dict(params=tensors["params"], mean=tensors["mean"], var=tensors["var"], scorer=cfg["scorer"],
               hidden=cfg["hidden"], n_up=cfg["n_up"], mode=cfg["mode"], spectral=spectral,
-              budget=cfg.get("budget"))  # files written before budgets were saved have none
+              budget=cfg.get("budget"), pool=cfg.get("pool", 1))  # older files have neither
     kw.update(overrides)
     try:
         return NAMM(**kw)

@@ -86,6 +86,8 @@ class NammConfig:
     # optional cap on top of the threshold, the same for every head: a fraction of tokens seen (0.5) or a
     # token count; saved with the weights and applied by `--policy namm`
     budget: float | int | None = None
+    # odd window: > 1 keeps runs of tokens around kept ones (selection.neighbour_max; not in the paper)
+    pool: int = 1
 
     def check(self, at: str) -> None:
         import torch
@@ -98,6 +100,7 @@ class NammConfig:
         except (ValueError, TypeError) as e:
             _require(False, f"{at}.budget", self.budget, f"use null, a fraction in (0, 1] or a token count ({e})")
         _require(self.n_up >= 1, f"{at}.n_up", self.n_up, "use a positive update period in tokens")
+        _require(self.pool >= 1 and self.pool % 2 == 1, f"{at}.pool", self.pool, "use an odd window (1 = off)")
         _require(0 < self.hop < self.n_fft, f"{at}.hop", self.hop, f"need 0 < hop < n_fft (= {self.n_fft})")
         _require(self.n_up % self.hop == 0, f"{at}.n_up", self.n_up, f"must be a multiple of namm.hop (= {self.hop})")
         _require(0.0 <= self.ema < 1.0, f"{at}.ema", self.ema, "use a decay in [0, 1)")

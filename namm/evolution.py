@@ -512,7 +512,8 @@ class Evolution:
         n = self.cfg.namm
         mean, var = self.norm if self.norm is not None else (None, None)
         return NAMM(params=params, mean=mean, var=var, scorer=n.scorer, hidden=n.hidden, mode=n.mode,
-                    n_up=n.n_up, budget=None if stats is not None else n.budget, spectral=self.spectral, stats=stats)
+                    n_up=n.n_up, budget=None if stats is not None else n.budget, pool=n.pool,
+                    spectral=self.spectral, stats=stats)
 
     @torch.no_grad()
     def generate(self, policy, prompts: Sequence[Sequence[int]], max_new_tokens: int) -> list[tuple[str, float]]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["threshold_ragged", "threshold_reference", "top_k", "budget_tokens", "parse_budget"]
+__all__ = ["threshold_ragged", "threshold_reference", "top_k", "neighbour_max", "budget_tokens", "parse_budget"]
 
 
 def _protect(scores: torch.Tensor, in_view: torch.Tensor, newest: torch.Tensor) -> torch.Tensor:
@@ -62,6 +62,30 @@ def _keep_top(s: torch.Tensor, in_view: torch.Tensor, k: torch.Tensor) -> torch.
     rank = torch.empty_like(order)
     rank.scatter_(-1, order, torch.arange(s.shape[-1], device=s.device).expand_as(order))
     return (rank < k[..., None]) | ~in_view
+
+
+def neighbour_max(scores: torch.Tensor, pos: torch.Tensor, in_view: torch.Tensor, kernel: int) -> torch.Tensor:
+    """Each token in view takes the highest score among itself and its ``kernel // 2`` nearest neighbours
+    on each side, neighbours in position order among the tokens in view (the evicted are gone), so a run
+    of tokens around a kept one is kept whole: a copied value or sentence is not left with holes.
+
+    Args:
+        scores, pos, in_view: ``[B, H, N]`` (``pos`` the absolute positions of the slots).
+        kernel: odd window width; 1 returns ``scores`` unchanged.
+    Returns:
+        ``[B, H, N]`` float, ``-inf`` out of view.
+    """
+    if kernel == 1:
+        return scores
+    if kernel < 1 or kernel % 2 == 0:
+        raise ValueError(f"kernel must be an odd width >= 1, got {kernel}")
+    big = torch.iinfo(pos.dtype).max if not pos.is_floating_point() else float("inf")
+    order = pos.masked_fill(~in_view, big).argsort(dim=-1, stable=True)  # in view first, by position
+    s = scores.float().masked_fill(~in_view, float("-inf")).gather(-1, order)
+    b, h, n = s.shape
+    pooled = torch.nn.functional.max_pool1d(s.reshape(b * h, 1, n), kernel, stride=1, padding=kernel // 2)
+    out = torch.empty_like(s).scatter_(-1, order, pooled.reshape(b, h, n))
+    return out.masked_fill(~in_view, float("-inf"))
 
 
 def budget_tokens(budget: float | int | None, seen: torch.Tensor) -> torch.Tensor | None:

@@ -200,6 +200,8 @@ def test_budget_is_saved_with_the_weights_and_can_be_overridden(tmp_path):
     assert load_namm(tmp_path / "count.safetensors").budget == 512
     assert load_namm(tmp_path / "free.safetensors").budget is None
     assert load_namm(tmp_path / "capped.safetensors", budget=0.25).budget == 0.25
+    save_namm(tmp_path / "pooled.safetensors", NAMM(params=params, pool=5))
+    assert load_namm(tmp_path / "pooled.safetensors").pool == 5 and load_namm(tmp_path / "free.safetensors").pool == 1
     # a file written before budgets were saved has none in its config
     from safetensors import safe_open
     import json as _json
@@ -207,10 +209,10 @@ def test_budget_is_saved_with_the_weights_and_can_be_overridden(tmp_path):
     with safe_open(str(tmp_path / "free.safetensors"), framework="pt") as f:
         meta = dict(f.metadata())
     cfg = _json.loads(meta["config"])
-    del cfg["budget"]
+    del cfg["budget"], cfg["pool"]
     meta["config"] = _json.dumps(cfg)
     save_file(load_file(str(tmp_path / "free.safetensors")), str(tmp_path / "old.safetensors"), metadata=meta)
-    assert load_namm(tmp_path / "old.safetensors").budget is None
+    assert load_namm(tmp_path / "old.safetensors").budget is None and load_namm(tmp_path / "old.safetensors").pool == 1
 
 
 def test_shift_bias_cli_records_each_shift(tmp_path):

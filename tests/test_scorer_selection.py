@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from namm.scorer import BAM, MLP, make_scorer
-from namm.selection import budget_tokens, parse_budget, threshold_ragged, threshold_reference, top_k
+from namm.selection import budget_tokens, neighbour_max, parse_budget, threshold_ragged, threshold_reference, top_k
 
 
 def test_bam_has_reference_parameter_count_and_order():
@@ -80,6 +80,30 @@ def test_reference_mode_equal_counts_per_head():
     assert keep[0, 0].tolist() == [True, False, True, True]  # head 0 drops its lowest
     ragged = threshold_ragged(s, in_view, newest)
     assert ragged.sum(-1).tolist() == [[2, 3]]
+
+
+def test_neighbour_max_keeps_runs_in_position_order():
+    """Neighbours are the nearest tokens in view by POSITION (slots are not in position order after
+    evictions), and a token out of view neither gains nor lends a score."""
+    pos = torch.tensor([[[5, 1, 3, 2, 9, 4, 7]]])
+    in_view = torch.tensor([[[True, True, True, True, False, True, True]]])
+    s = torch.tensor([[[-1.0, -1.0, 2.0, -3.0, 8.0, -1.0, -1.0]]])  # position 3 scores 2, position 9 is out of view
+    p3 = neighbour_max(s, pos, in_view, 3)
+    by_pos = {int(q): float(v) for q, v in zip(pos[0, 0], p3[0, 0])}
+    assert by_pos == {1: -1.0, 2: 2.0, 3: 2.0, 4: 2.0, 5: -1.0, 7: -1.0, 9: float("-inf")}
+    p5 = neighbour_max(s, pos, in_view, 5)
+    assert {int(q): float(v) for q, v in zip(pos[0, 0], p5[0, 0]) if q != 9} == {1: 2.0, 2: 2.0, 3: 2.0, 4: 2.0, 5: 2.0, 7: -1.0}
+    assert neighbour_max(s, pos, in_view, 1) is s
+    with pytest.raises(ValueError, match="odd"):
+        neighbour_max(s, pos, in_view, 4)
+
+
+def test_namm_pool_is_validated_and_described():
+    from namm.policies import NAMM
+
+    with pytest.raises(ValueError, match="odd window"):
+        NAMM(pool=2)
+    assert "pool=5" in NAMM(pool=5).describe() and "pool" not in NAMM().describe()
 
 
 def test_top_k_and_budget_forms():

@@ -13,7 +13,7 @@ import torch
 
 from ..features import RunningStats, SpectralConfig, age_embedding, fold_frame, normalise
 from ..scorer import Scorer, make_scorer
-from ..selection import budget_tokens, threshold_ragged, threshold_reference, top_k
+from ..selection import budget_tokens, neighbour_max, threshold_ragged, threshold_reference, top_k
 from .base import MemoryPolicy
 
 MODES = ("reference", "ragged")
@@ -29,6 +29,8 @@ class NAMM(MemoryPolicy):
             (each head keeps exactly its own non-negative tokens).
         spectral: STFT/EMA/age-embedding settings.
         budget: optional top-k cap on top of the threshold.
+        pool: odd window; > 1 raises each score to the best of its ``pool // 2`` cached neighbours on
+            each side before selection (:func:`~namm.selection.neighbour_max`; not in the paper).
         stats: when set, the policy only collects normalisation statistics (it must then evict
             nothing, i.e. run with zero parameters, as the reference does).
     """
@@ -40,6 +42,7 @@ class NAMM(MemoryPolicy):
     hidden: int = 32
     mode: str = "reference"
     spectral: SpectralConfig = field(default_factory=SpectralConfig)
+    pool: int = 1
     stats: RunningStats | None = None
 
     name: ClassVar[str] = "namm"
@@ -49,6 +52,8 @@ class NAMM(MemoryPolicy):
         super().__post_init__()
         if self.mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
+        if self.pool < 1 or self.pool % 2 == 0:
+            raise ValueError(f"pool must be an odd window >= 1 (1 = off), got {self.pool}")
         if self.n_up % self.spectral.hop:
             raise ValueError(f"n_up={self.n_up} must be a multiple of the STFT hop {self.spectral.hop}")
         net = self.net
@@ -183,7 +188,7 @@ class NAMM(MemoryPolicy):
             # statistics pass: record the features of every token in view, evict nothing
             self.stats.update(layer.state["ema"][view.in_view])
             return torch.ones_like(view.in_view)
-        s = self.scores(layer, view)
+        s = neighbour_max(self.scores(layer, view), layer.pos, view.in_view, self.pool)
         if self.mode == "ragged":
             keep = threshold_ragged(s, view.in_view, view.newest)
         else:
@@ -194,4 +199,5 @@ class NAMM(MemoryPolicy):
         return keep
 
     def describe(self) -> str:
-        return f"namm({self.scorer}, mode={self.mode}, n_up={self.n_up}, budget={self.budget})"
+        pool = f", pool={self.pool}" if self.pool > 1 else ""
+        return f"namm({self.scorer}, mode={self.mode}, n_up={self.n_up}, budget={self.budget}{pool})"

@@ -60,6 +60,7 @@ def test_overrides_are_typed_and_dotted():
     ("evolution.active=yes please", "evolution.active: invalid value 'yes please'; expected true or false"),
     ("namm.mode=fast", "namm.mode: invalid value 'fast'; use one of 'reference', 'ragged'"),
     ("namm.n_up=500", "namm.n_up: invalid value 500; must be a multiple of namm.hop (= 16)"),
+    ("namm.pool=4", "namm.pool: invalid value 4; use an odd window (1 = off)"),
     ("model.dtype=fp8", "model.dtype: invalid value 'fp8'; use one of 'float32', 'bfloat16', 'float16'"),
     ("model.device=gpu", "model.device: invalid value 'gpu'"),
     ("run.checkpoint_every=0", "run.checkpoint_every: invalid value 0"),
