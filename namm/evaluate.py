@@ -165,8 +165,9 @@ def write_results(out: Path, res: dict) -> None:
     res = dict(res)
     preds = res.pop("predictions", None)
     if preds is not None:
-        with open(out / "predictions.jsonl", "w") as f:
-            f.writelines(json.dumps(p) + "\n" for p in preds)
+        from namm.envs.zoo_tasks import write_jsonl
+
+        write_jsonl(out / "predictions.jsonl", preds)
     (out / "results.json").write_text(json.dumps(res, indent=1))
     with open(out / "results.csv", "w", newline="") as f:
         w = csv.writer(f)
@@ -256,15 +257,14 @@ def compare(a: str | Path, b: str | Path, n_boot: int = 10_000, seed: int = 0) -
     gen = torch.Generator().manual_seed(seed)
     tasks = list(dict.fromkeys(t for t, _ in ra))  # in the order they were run
     out: dict = {"a": str(a), "b": str(b), "n_boot": n_boot, "tasks": {}}
-    boot_a, boot_b = [], []
+    boot = []  # per task: the mean paired difference of each resample
     for t in tasks:
         keys = [k for k in ra if k[0] == t]
         sa = torch.tensor([float(ra[k]["score"]) for k in keys], dtype=torch.float64) * 100
         sb = torch.tensor([float(rb[k]["score"]) for k in keys], dtype=torch.float64) * 100
         idx = torch.randint(len(keys), (n_boot, len(keys)), generator=gen)
-        boot_a.append(sa[idx].mean(1))
-        boot_b.append(sb[idx].mean(1))
-        d = boot_b[-1] - boot_a[-1]
+        d = (sb - sa)[idx].mean(1)
+        boot.append(d)
         out["tasks"][t] = {
             "n": len(keys), "a": float(sa.mean()), "b": float(sb.mean()), "diff": float((sb - sa).mean()),
             "ci": [float(d.quantile(0.025)), float(d.quantile(0.975))],
@@ -272,11 +272,11 @@ def compare(a: str | Path, b: str | Path, n_boot: int = 10_000, seed: int = 0) -
             "a_cache": sum(ra[k]["cache_fraction"] for k in keys) / len(keys),
             "b_cache": sum(rb[k]["cache_fraction"] for k in keys) / len(keys),
         }
-    ma, mb = torch.stack(boot_a).mean(0), torch.stack(boot_b).mean(0)
+    dm = torch.stack(boot).mean(0)  # the mean over tasks is linear: its difference is the mean of theirs
     ts = out["tasks"].values()
     mean_a, mean_b = sum(v["a"] for v in ts) / len(ts), sum(v["b"] for v in ts) / len(ts)
     out["mean"] = {"a": mean_a, "b": mean_b, "diff": mean_b - mean_a,
-                   "ci": [float((mb - ma).quantile(0.025)), float((mb - ma).quantile(0.975))]}
+                   "ci": [float(dm.quantile(0.025)), float(dm.quantile(0.975))]}
     return out
 
 

@@ -70,7 +70,7 @@ def neighbour_max(scores: torch.Tensor, pos: torch.Tensor, in_view: torch.Tensor
     of tokens around a kept one is kept whole: a copied value or sentence is not left with holes.
 
     Args:
-        scores, pos, in_view: ``[B, H, N]`` (``pos`` the absolute positions of the slots).
+        scores, pos, in_view: ``[B, H, N]`` (``pos`` the int64 absolute positions of the slots).
         kernel: odd window width; 1 returns ``scores`` unchanged.
     Returns:
         ``[B, H, N]`` float, ``-inf`` out of view.
@@ -79,8 +79,7 @@ def neighbour_max(scores: torch.Tensor, pos: torch.Tensor, in_view: torch.Tensor
         return scores
     if kernel < 1 or kernel % 2 == 0:
         raise ValueError(f"kernel must be an odd width >= 1, got {kernel}")
-    big = torch.iinfo(pos.dtype).max if not pos.is_floating_point() else float("inf")
-    order = pos.masked_fill(~in_view, big).argsort(dim=-1, stable=True)  # in view first, by position
+    order = pos.masked_fill(~in_view, torch.iinfo(pos.dtype).max).argsort(dim=-1, stable=True)  # in view first, by position
     s = scores.float().masked_fill(~in_view, float("-inf")).gather(-1, order)
     b, h, n = s.shape
     pooled = torch.nn.functional.max_pool1d(s.reshape(b * h, 1, n), kernel, stride=1, padding=kernel // 2)
