@@ -2,6 +2,7 @@
 
     python closing.py zeroshot OUT [N]          # shipped LM on both formats, 1k tokens, N per format
     python closing.py finetune OUT STEPS        # fine-tune on the closing format only (as passage_ft.py)
+    python closing.py long OUT                  # the same for 1000 steps (512 then 1024 tokens), 15% text rows
 
 The shipped format is "Paragraph k:\\n<text>" and the cue is a line from <text>: to answer, the model has
 to find the line and then look BACK to the nearest header. kv_retrieval, which the LM solves, only ever
@@ -69,5 +70,15 @@ if __name__ == "__main__":
         train_lm(LMTrainConfig(out=str(out), init_from=str(ZOO_DIR / "lm"), tasks="passage_retrieval",
                                task_fraction=1.0, answer_weight=5.0, stages=[(512, 8, int(sys.argv[3]))], lr=1e-3,
                                warmup=20, threads=2, eval_examples=0, checkpoint_minutes=2))
+    elif mode == "long":
+        # 512-token rows hold 5-6 paragraphs (train-lm drops a row whose prompt + answer overflows it, so
+        # 256-token rows would hold no task); 15% plain-text rows keep the language model exercised.
+        from namm.zoo import ZOO_DIR, LMTrainConfig, train_lm
+
+        use_closing()
+        train_lm(LMTrainConfig(out=str(out), init_from=str(ZOO_DIR / "lm"), tasks="passage_retrieval",
+                               task_fraction=0.85, answer_weight=5.0, lr=1e-3, warmup=20, threads=2,
+                               stages=[(512, 8, 700), (1024, 4, 300)],
+                               eval_examples=0, checkpoint_minutes=5))
     else:
-        sys.exit(f"mode {mode!r}: use 'zeroshot' or 'finetune'")
+        sys.exit(f"mode {mode!r}: use 'zeroshot', 'finetune' or 'long'")
