@@ -3,6 +3,7 @@
     python closing.py zeroshot OUT [N]          # shipped LM on both formats, 1k tokens, N per format
     python closing.py finetune OUT STEPS        # fine-tune on the closing format only (as passage_ft.py)
     python closing.py long OUT                  # the same for 1000 steps (512 then 1024 tokens), 15% text rows
+    python closing.py short OUT                 # few paragraphs first: 3 -> 5 -> 7, label accuracy logged
 
 The shipped format is "Paragraph k:\\n<text>" and the cue is a line from <text>: to answer, the model has
 to find the line and then look BACK to the nearest header. kv_retrieval, which the LM solves, only ever
@@ -40,6 +41,65 @@ def closing_maker(pool, rng, target, u):
         return None
     return {**got, "input": f"Which paragraph contains the following line?\n{cue}",
             "answers": [got.pop("answer")]}
+
+
+def short_curriculum(out, phases=((200, 300), (350, 200), (500, 200)), batch=16, lr=1e-3):
+    """Fine-tune on closing rows with FEW paragraphs first (train-lm drops rows under ~256 tokens, so its
+    stages cannot start this small): contexts of ``target`` tokens hold ~3 / 5 / 7 paragraphs of ~64
+    tokens. Loss = answer tokens + 0.2 x the rest; logs the greedy label accuracy against chance."""
+    import random
+
+    import torch
+
+    from namm.envs.corpus import TRAIN
+    from namm.evaluate import _zoo_corpus, load_model
+
+    torch.manual_seed(0)
+    torch.set_num_threads(2)
+    model, tok = load_model("zoo")
+    model.float().train()
+    pool = zt._Pool(tok, zt._select(_zoo_corpus(), TRAIN))
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
+    rng, curve, step = random.Random(0), [], 0
+    for target, steps in phases:
+        for _ in range(steps):
+            rows, n_par = [], []
+            while len(rows) < batch:
+                ex = closing_maker(pool, random.Random(rng.getrandbits(64)), target, rng.random())
+                if ex is None:
+                    continue
+                p = tok(zt.format_prompt("passage_retrieval", ex), add_special_tokens=False)["input_ids"]
+                a = tok(ex["answers"][0], add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+                rows.append((p, a))
+                n_par.append(ex["context"].count("(end of Paragraph "))
+            width = max(len(p) + len(a) for p, a in rows)
+            ids = torch.full((batch, width), tok.eos_token_id)
+            w = torch.zeros(batch, width)
+            label_at = []
+            for i, (p, a) in enumerate(rows):  # right-padded; pads carry no weight
+                ids[i, : len(p) + len(a)] = torch.tensor(p + a)
+                w[i, : len(p)] = 0.2
+                w[i, len(p): len(p) + len(a)] = 1.0
+                label_at.append(len(p) + len(a) - 2)  # the number token, before eos
+            logits = model(input_ids=ids).logits[:, :-1]
+            ce = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), ids[:, 1:].reshape(-1),
+                                                   reduction="none").view(batch, -1)
+            loss = (ce * w[:, 1:]).sum() / w[:, 1:].sum()
+            opt.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            with torch.no_grad():
+                hit = [float(logits[i, j - 1].argmax() == ids[i, j]) for i, j in enumerate(label_at)]
+            curve.append({"step": step, "target": target, "loss": float(loss),
+                          "label_acc": sum(hit) / batch, "chance": sum(1 / k for k in n_par) / batch})
+            step += 1
+            if step % 20 == 0:
+                last = curve[-20:]
+                print(f"step {step} target {target}: label acc {sum(c['label_acc'] for c in last) / 20:.3f} "
+                      f"chance {sum(c['chance'] for c in last) / 20:.3f} loss {float(loss):.3f}", flush=True)
+                (out / "curve_short.json").write_text(json.dumps(curve))
+    model.save_pretrained(out / "model")
 
 
 def use_closing():
@@ -80,5 +140,7 @@ if __name__ == "__main__":
                                task_fraction=0.85, answer_weight=5.0, lr=1e-3, warmup=20, threads=2,
                                stages=[(512, 8, 700), (1024, 4, 300)],
                                eval_examples=0, checkpoint_minutes=5))
+    elif mode == "short":
+        short_curriculum(out)
     else:
-        sys.exit(f"mode {mode!r}: use 'zeroshot', 'finetune' or 'long'")
+        sys.exit(f"mode {mode!r}: use 'zeroshot', 'finetune', 'long' or 'short'")
