@@ -4,6 +4,7 @@
     python closing.py finetune OUT STEPS        # fine-tune on the closing format only (as passage_ft.py)
     python closing.py long OUT                  # the same for 1000 steps (512 then 1024 tokens), 15% text rows
     python closing.py short OUT                 # few paragraphs first: 3 -> 5 -> 7, label accuracy logged
+    python closing.py induction OUT             # no question at all: does the LM copy the label after the line?
 
 The shipped format is "Paragraph k:\\n<text>" and the cue is a line from <text>: to answer, the model has
 to find the line and then look BACK to the nearest header. kv_retrieval, which the LM solves, only ever
@@ -46,7 +47,7 @@ def closing_maker(pool, rng, target, u):
 def short_curriculum(out, phases=((200, 300), (350, 200), (500, 200)), batch=16, lr=1e-3):
     """Fine-tune on closing rows with FEW paragraphs first (train-lm drops rows under ~256 tokens, so its
     stages cannot start this small): contexts of ``target`` tokens hold ~3 / 5 / 7 paragraphs of ~64
-    tokens. Loss = answer tokens + 0.2 x the rest; logs the greedy label accuracy against chance."""
+    tokens. Loss = prompt LM loss + 5 x answer loss; logs the greedy label accuracy against chance."""
     import random
 
     import torch
@@ -74,32 +75,67 @@ def short_curriculum(out, phases=((200, 300), (350, 200), (500, 200)), batch=16,
                 n_par.append(ex["context"].count("(end of Paragraph "))
             width = max(len(p) + len(a) for p, a in rows)
             ids = torch.full((batch, width), tok.eos_token_id)
-            w = torch.zeros(batch, width)
+            in_prompt, in_answer = torch.zeros(batch, width), torch.zeros(batch, width)
             label_at = []
             for i, (p, a) in enumerate(rows):  # right-padded; pads carry no weight
                 ids[i, : len(p) + len(a)] = torch.tensor(p + a)
-                w[i, : len(p)] = 0.2
-                w[i, len(p): len(p) + len(a)] = 1.0
+                in_prompt[i, : len(p)] = 1.0
+                in_answer[i, len(p): len(p) + len(a)] = 1.0
                 label_at.append(len(p) + len(a) - 2)  # the number token, before eos
             logits = model(input_ids=ids).logits[:, :-1]
             ce = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), ids[:, 1:].reshape(-1),
                                                    reduction="none").view(batch, -1)
-            loss = (ce * w[:, 1:]).sum() / w[:, 1:].sum()
+            # as train-lm: LM loss on the prompt + 5 x the mean loss of the answer tokens
+            loss = ((ce * in_prompt[:, 1:]).sum() / in_prompt[:, 1:].sum()
+                    + 5.0 * (ce * in_answer[:, 1:]).sum() / in_answer[:, 1:].sum())
             opt.zero_grad()
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             opt.step()
             with torch.no_grad():
                 hit = [float(logits[i, j - 1].argmax() == ids[i, j]) for i, j in enumerate(label_at)]
-            curve.append({"step": step, "target": target, "loss": float(loss),
+            curve.append({"step": step, "target": target, "loss": loss.item(),
                           "label_acc": sum(hit) / batch, "chance": sum(1 / k for k in n_par) / batch})
             step += 1
             if step % 20 == 0:
                 last = curve[-20:]
                 print(f"step {step} target {target}: label acc {sum(c['label_acc'] for c in last) / 20:.3f} "
-                      f"chance {sum(c['chance'] for c in last) / 20:.3f} loss {float(loss):.3f}", flush=True)
+                      f"chance {sum(c['chance'] for c in last) / 20:.3f} loss {loss.item():.3f}", flush=True)
                 (out / "curve_short.json").write_text(json.dumps(curve))
     model.save_pretrained(out / "model")
+
+
+def induction_probe(out, n=40):
+    """The easiest form of the task: the held-out closing context, then the quoted line again and
+    "(end of Paragraph": the next token is the label, one plain induction copy away. Greedy accuracy."""
+    import random
+
+    import torch
+
+    from namm.envs.corpus import HELDOUT
+    from namm.evaluate import _zoo_corpus, load_model
+
+    model, tok = load_model("zoo")
+    model.float().eval()
+    pool = zt._Pool(tok, zt._select(_zoo_corpus(), HELDOUT))
+    res = {}
+    for target in (200, 500, 1000):
+        rng, hits, chance, done = random.Random(1), 0, 0.0, 0
+        while done < n:
+            ex = closing_maker(pool, random.Random(rng.getrandbits(64)), target, rng.random())
+            if ex is None:
+                continue
+            cue = ex["input"].split("\n", 1)[1]
+            ids = tok(ex["context"] + "\n\n" + cue + "\n(end of Paragraph", add_special_tokens=False,
+                      return_tensors="pt")["input_ids"]
+            with torch.no_grad():
+                nxt = model(input_ids=ids).logits[0, -1].argmax().item()
+            hits += nxt == tok(ex["answers"][0], add_special_tokens=False)["input_ids"][-1]
+            chance += 1 / ex["context"].count("(end of Paragraph ")
+            done += 1
+        res[target] = {"accuracy": hits / n, "chance": round(chance / n, 3), "n": n}
+        print(target, res[target], flush=True)
+    (out / "induction.json").write_text(json.dumps(res, indent=1))
 
 
 def use_closing():
@@ -142,5 +178,7 @@ if __name__ == "__main__":
                                eval_examples=0, checkpoint_minutes=5))
     elif mode == "short":
         short_curriculum(out)
+    elif mode == "induction":
+        induction_probe(out)
     else:
-        sys.exit(f"mode {mode!r}: use 'zeroshot', 'finetune', 'long' or 'short'")
+        sys.exit(f"mode {mode!r}: use 'zeroshot', 'finetune', 'long', 'short' or 'induction'")
