@@ -8,7 +8,7 @@ a head raises the cache above 0.5.
 
 Each OUT/force_L.H is a `namm eval`-style folder (results.json, predictions.jsonl).
 """
-import dataclasses
+import copy
 import sys
 from pathlib import Path
 
@@ -20,12 +20,14 @@ def forced(base, heads):
     """``base`` (a NAMM) with the given (layer, kv head) pairs never evicted."""
     class Forced(type(base)):
         def select(self, layer, view):
-            keep = super().select(layer, view)  # [B, H, N]
+            keep = super().select(layer, view)  # [B, H, N]; True = not evicted (tokens out of view too)
             for l, h in heads:
                 if layer.layer_idx == l:
-                    keep[:, h] = view.in_view[:, h]
+                    keep[:, h] = True
             return keep
-    return Forced(**{f.name: getattr(base, f.name) for f in dataclasses.fields(base) if f.init})
+    policy = copy.copy(base)  # keeps everything the weights file set, init field or not
+    object.__setattr__(policy, "__class__", Forced)
+    return policy
 
 
 out = Path(sys.argv[1])
