@@ -25,7 +25,7 @@ def forced(base, heads):
                 if layer.layer_idx == l:
                     keep[:, h] = True
             return keep
-    policy = copy.copy(base)  # keeps everything the weights file set, init field or not
+    policy = copy.copy(base)  # the loaded NAMM as it is, only its class swapped
     object.__setattr__(policy, "__class__", Forced)
     return policy
 

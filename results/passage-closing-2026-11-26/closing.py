@@ -3,7 +3,7 @@
     python closing.py zeroshot OUT [N]          # shipped LM on both formats, 1k tokens, N per format
     python closing.py finetune OUT STEPS        # fine-tune on the closing format only (as passage_ft.py)
     python closing.py long OUT                  # the same for 1000 steps (512 then 1024 tokens), 15% text rows
-    python closing.py short OUT                 # few paragraphs first: 3 -> 5 -> 7, label accuracy logged
+    python closing.py short OUT                 # few paragraphs first: ~2 -> 4 -> 6, label accuracy logged
     python closing.py induction OUT             # no question at all: does the LM copy the label after the line?
 
 The shipped format is "Paragraph k:\\n<text>" and the cue is a line from <text>: to answer, the model has
@@ -46,8 +46,8 @@ def closing_maker(pool, rng, target, u):
 
 def short_curriculum(out, phases=((200, 300), (350, 200), (500, 200)), batch=16, lr=1e-3):
     """Fine-tune on closing rows with FEW paragraphs first (train-lm drops rows under ~256 tokens, so its
-    stages cannot start this small): contexts of ``target`` tokens hold ~3 / 5 / 7 paragraphs of ~64
-    tokens. Loss = prompt LM loss + 5 x answer loss; logs the greedy label accuracy against chance."""
+    stages cannot start this small): contexts of 200 / 350 / 500 tokens hold ~2 / 4 / 6 paragraphs of
+    ~64-78 tokens (chance 0.48 / 0.25 measured). Loss = prompt LM loss + 5 x answer loss; logs the greedy label accuracy against chance."""
     import random
 
     import torch
