@@ -1,6 +1,6 @@
 """Which KV head's eviction costs the shipped NAMM its accuracy? The shipped NAMM with ONE (layer, head)
 kept whole, for each of the five heads it keeps least of, on the 128 validation instances per task of
-this folder (seed 500, 2k tokens, kv_retrieval + qa_f1; ~5.5 min per head on 2 cores). A probe: forcing
+this folder (seed 500, 2k tokens, kv_retrieval + qa_f1; 5-10 min per head on 2 cores, 30 in all). A probe: forcing
 a head raises the cache above 0.5.
 
     python results/lm-zoo-val128-2026-11-26/force_head.py OUT [L.H ...]   # default: 0.0 0.1 1.0 2.1 3.1
@@ -27,7 +27,7 @@ def forced(base, heads):
             return keep
     policy = copy.copy(base)  # the loaded NAMM as it is, only its class swapped
     object.__setattr__(policy, "__class__", Forced)
-    return policy
+    return policy  # the twin of head_split/head_split_2k.py's namm_force, which cannot be imported (it runs on import)
 
 
 out = Path(sys.argv[1])

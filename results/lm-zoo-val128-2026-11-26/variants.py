@@ -16,10 +16,11 @@ from namm.checkpoint import load_namm, save_namm
 W = "results/lm-zoo-stage3b-2026-11-26/evolve/namm.safetensors"
 out = Path(sys.argv[1])
 out.mkdir(parents=True, exist_ok=True)
+base = load_namm(W)
 for name, policy in {
-    "p5_-0.2": replace(load_namm(W), pool=5).shifted(-0.2),
-    "p5_-0.1": replace(load_namm(W), pool=5).shifted(-0.1),
-    "rank50": replace(load_namm(W), budget=0.5).shifted(10.0),
+    "p5_-0.2": replace(base, pool=5).shifted(-0.2),
+    "p5_-0.1": replace(base, pool=5).shifted(-0.1),
+    "rank50": replace(base, budget=0.5).shifted(10.0),
 }.items():
     save_namm(out / f"{name}.safetensors", policy, {"note": f"variant {name} of {W}"})
     print(out / f"{name}.safetensors", policy.describe())
