@@ -119,7 +119,7 @@ def memory_attention(
         mask = mask | (qp < 0)[:, None, :, None]  # padding queries: any finite output will do
         out, rows = _attend(query[:, :, s : e + 1], layer.keys, layer.values, mask, scaling, policy.needs_attention)
         if rows is not None:
-            policy.observe(layer, rows, qp)
+            policy.observe(layer.state, rows, qp)
         outs.append(out)
         at = boundary[:, e]
         if at.any():

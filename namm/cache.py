@@ -1,6 +1,7 @@
 """The KV cache a memory policy manages, as a transformers ``Cache``.
 
-Step in the data flow: selection -> **cache** (and the cache hands keys/values back to attention).
+Step in the data flow: selection -> **cache** (and the cache hands keys/values back to attention, and a
+:class:`~namm.view.View` of itself to the policy at every update).
 
 Storage is padded and ragged: every (row, head) holds its own set of tokens. Per layer:
 
@@ -18,45 +19,32 @@ storage is cut to the largest live count, so memory follows the kept tokens, not
 from __future__ import annotations
 
 from contextvars import ContextVar
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import torch
 from transformers.cache_utils import Cache, CacheLayerMixin
 
+from .view import View
+
 if TYPE_CHECKING:
     from .policies.base import MemoryPolicy
 
-__all__ = ["MemoryLayer", "MemoryCache", "View", "current_layer"]
+__all__ = ["MemoryLayer", "MemoryCache", "current_layer", "active_layer"]
 
 # The layer whose ``update`` ran last. HF attention modules call ``cache.update`` immediately before
 # the attention function, which reads this to find its layer without any patching of model code.
 _CURRENT: ContextVar["MemoryLayer | None"] = ContextVar("namm_current_layer", default=None)
 
 
+def active_layer() -> "MemoryLayer | None":
+    """The memory layer whose attention is running now (for analysis hooks inside ``observe``)."""
+    return _CURRENT.get()
+
+
 def current_layer(key: torch.Tensor) -> "MemoryLayer | None":
     """The memory layer that produced ``key`` in this forward pass, or ``None`` (no memory cache)."""
     layer = _CURRENT.get()
     return layer if layer is not None and layer.keys is key else None
-
-
-@dataclass
-class View:
-    """What a policy decides on at one update of one layer.
-
-    Attributes:
-        rows: ``[B]`` bool, rows that reached an update boundary now.
-        in_view: ``[B, H, N]`` bool, live tokens of those rows up to and including the newest.
-        newest: ``[B, H, N]`` bool, the newest token of each updating row (always kept).
-        newest_pos: ``[B]`` int64 position of the newest token per row.
-        seen: ``[B]`` int64 tokens seen per row at this update (= newest_pos + 1).
-    """
-
-    rows: torch.Tensor
-    in_view: torch.Tensor
-    newest: torch.Tensor
-    newest_pos: torch.Tensor
-    seen: torch.Tensor
 
 
 class MemoryLayer(CacheLayerMixin):
@@ -169,13 +157,14 @@ class MemoryLayer(CacheLayerMixin):
         newest_pos = self.seen - 1 if newest_pos is None else newest_pos
         in_view = self.valid & (self.pos <= newest_pos[:, None, None]) & rows[:, None, None]
         newest = in_view & (self.pos == newest_pos[:, None, None])
-        return View(rows=rows, in_view=in_view, newest=newest, newest_pos=newest_pos, seen=newest_pos + 1)
+        return View(layer_idx=self.layer_idx, pos=self.pos, keys=self.keys, state=self.state, rows=rows,
+                    in_view=in_view, newest=newest, newest_pos=newest_pos, seen=newest_pos + 1)
 
     def evict(self, rows: torch.Tensor, newest_pos: torch.Tensor | None = None) -> None:
         """Run the policy for ``rows`` ``[B]`` at ``newest_pos`` ``[B]`` and hide the tokens it drops
         (compaction comes later)."""
         view = self.view(rows, newest_pos)
-        keep = self.policy.select(self, view)
+        keep = self.policy.select(view)
         self.valid = self.valid & keep
         kept = (self.valid & view.in_view).sum(-1)  # [B, H]
         self.history.append({"rows": rows.cpu(), "seen": view.seen.cpu(), "kept": kept.cpu()})

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 
 import torch
@@ -18,33 +17,18 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from .features import SpectralConfig
+from .io import atomic_write
 from .policies.namm import NAMM
 
 FORMAT = "namm-testbed/weights"
 VERSION = 1
 
-__all__ = ["save_namm", "load_namm", "import_reference", "CheckpointError", "atomic_write"]
+__all__ = ["save_namm", "load_namm", "read_namm", "namm_from", "import_reference", "resolve_policy", "CheckpointError",
+           "SHIPPED_NAMM"]
 
 
 class CheckpointError(ValueError):
     """A weights file that cannot be used, with the reason and the file named."""
-
-
-def atomic_write(path: str | os.PathLike, write) -> Path:
-    """Call ``write(tmp_path)`` then rename over ``path``: a crash never leaves a half-written file.
-    The one temp-file-and-rename used for every file the project writes (weights, logs, data)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; results and weights are meant to be shared
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
 
 
 def policy_config(policy: NAMM) -> dict:

@@ -12,6 +12,7 @@ from typing import Iterator
 
 import torch
 
+from .adapters import Adapter, adapter_for
 from .cache import MemoryCache
 from .policies import MemoryPolicy
 
@@ -21,9 +22,7 @@ __all__ = ["Memory", "memory", "generate"]
 class Memory:
     """A model under a memory policy. ``last_cache`` keeps the cache of the latest call (statistics)."""
 
-    def __init__(self, model: torch.nn.Module, policy: MemoryPolicy, adapter=None) -> None:
-        from namm.adapters import adapter_for
-
+    def __init__(self, model: torch.nn.Module, policy: MemoryPolicy, adapter: Adapter | None = None) -> None:
         self.model = model
         self.policy = policy
         self.adapter = adapter or adapter_for(model)
@@ -43,7 +42,7 @@ class Memory:
         if limit is not None and need > limit:
             raise ValueError(
                 f"prompt of {input_ids.shape[-1]} tokens + {max_new_tokens} new tokens exceeds the model's "
-                f"{limit} positions; truncate the prompt (namm.envs.longbench.truncate_middle) or extend "
+                f"{limit} positions; truncate the prompt (namm.tasks.longbench.truncate_middle) or extend "
                 "the context (e.g. a larger RoPE base and max_position_embeddings in the config)"
             )
 

@@ -18,10 +18,6 @@ small samples that finish on a 2-core CPU in minutes. ``configs/pipeline_*.yaml`
 
 from __future__ import annotations
 
-import argparse
-import csv
-import io
-import json
 import platform
 import time
 from dataclasses import asdict, dataclass, field
@@ -29,12 +25,25 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import torch
-import yaml
 
-from .checkpoint import SHIPPED_NAMM, atomic_write, resolve_policy
-from .config import ConfigError, _build, _copy_tree, _require, apply_overrides
+from . import config as _config
+from . import models, tasks
+from .checkpoint import SHIPPED_NAMM, resolve_policy
+from .config import ConfigError
+from .config import require as _require
+from .evaluation.rl import rollout
+from .evaluation.rl import write_results as write_rl_results
+from .evaluation.text import evaluate, task_examples, write_results
+from .evaluation.video import evaluate_video, load_video_data, plot_heatmap, write_video_results
+from .evolution import config_from_dict, evolve, load_config
+from .io import write_csv, write_json, write_text
+from .memory import memory
+from .models.zoo import ZOO_VIDEO
+from .plots import return_vs_cache, save_heatmap, score_vs_cache
+from .policies import POLICIES, FullCache
+from .tasks.zoo import ZOO_TASKS, format_prompt
 
-__all__ = ["PipelineConfig", "load_pipeline_config", "run_pipeline", "add_pipeline_command", "TABLE_POLICIES"]
+__all__ = ["PipelineConfig", "load_pipeline_config", "run_pipeline", "TABLE_POLICIES"]
 
 TABLE_POLICIES = ("full", "window", "namm", "h2o", "l2", "streamingllm")  # report column order
 
@@ -71,9 +80,7 @@ class EvolveStage:
             self.evolve_config("runs/check")  # validates the evolve config + overrides before anything runs
 
     def evolve_config(self, out: str, extra: Sequence[str] = ()):
-        """The resolved :class:`~namm.config.EvolveConfig` of this stage, written to ``out``."""
-        from .config import config_from_dict, load_config
-
+        """The resolved :class:`~namm.evolution.EvolveConfig` of this stage, written to ``out``."""
         over = [*self.overrides, f"run.out={out}", *extra]
         try:
             return config_from_dict(DEMO_EVOLVE, over) if self.config is None else load_config(self.config, over)
@@ -97,11 +104,10 @@ class LanguageStage:
         _require(self.samples >= 1, f"{at}.samples", self.samples, "use at least 1")
         _require(len(self.tasks) >= 1, f"{at}.tasks", self.tasks, "list at least one task")
         _require(self.context_tokens >= 128, f"{at}.context_tokens", self.context_tokens, "use >= 128 tokens")
-        from .config import _known_tasks
-
-        known = _known_tasks()
-        for t in self.tasks:
-            _require(t in known, f"{at}.tasks", t, f"use zoo or LongBench task names ({', '.join(sorted(known))})")
+        try:
+            self.tasks = tasks.expand(self.tasks)
+        except tasks.UnknownTaskError as e:
+            raise ConfigError(f"{at}.tasks: {e}") from None
 
 
 @dataclass
@@ -135,10 +141,9 @@ class RLStage:
     n_up: int = 48
 
     def check(self, at: str) -> None:
-        from namm.envs.gym_envs import GYM_IDS
-
+        known = tasks.task_ids("rl")
         for e in self.envs:
-            _require(e in GYM_IDS, f"{at}.envs", e, f"use env names from {sorted(GYM_IDS)}")
+            _require(e in known, f"{at}.envs", e, f"use env names from {known}")
         _require(self.episodes >= 1, f"{at}.episodes", self.episodes, "use at least 1")
         _require(self.n_up % 3 == 0, f"{at}.n_up", self.n_up, "use a multiple of 3 (whole R, s, a steps)")
 
@@ -156,8 +161,6 @@ class PipelineConfig:
     progress: bool = True
 
     def check(self) -> None:
-        from .policies import POLICIES
-
         for b in self.baselines:
             _require(b in POLICIES and b not in ("full", "namm"), "baselines", b,
                      f"use capped baselines from {sorted(set(POLICIES) - {'full', 'namm'})}")
@@ -173,34 +176,12 @@ class PipelineConfig:
 
 def load_pipeline_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -> PipelineConfig:
     """The embedded default (``path=None``) or a YAML file, plus ``a.b=value`` overrides; validated."""
-    data: Any = {}
-    if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"pipeline config {str(path)!r} not found")
-        try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{path}: not valid YAML ({e})") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: the pipeline config must be a mapping of sections")
-    data = apply_overrides(_copy_tree(data), overrides)
-    try:
-        cfg = _build(PipelineConfig, data, "")
-        cfg.check()
-    except ConfigError as e:
-        raise ConfigError(f"{path}: {e}" if path else str(e)) from None
-    return cfg
+    return _config.load(PipelineConfig, path, overrides)
 
 
 # --------------------------------------------------------------------------- helpers
 def _device(cfg: PipelineConfig) -> str:
     return ("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto" else cfg.device
-
-
-def _write_text(path: Path, text: str) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return atomic_write(path, lambda tmp: Path(tmp).write_text(text))
 
 
 def _row(modality: str, task: str, policy: str, score: float, frac: float, **extra) -> dict[str, Any]:
@@ -222,8 +203,6 @@ def stage_weights(cfg: PipelineConfig, out: Path, resume: bool = False) -> tuple
         path = SHIPPED_NAMM if ev.weights == "shipped" else Path(ev.weights)
         print(f"[1/4] evolve: skipped, using {path}")
         return path, {"source": "shipped" if ev.weights == "shipped" else "file", "path": str(path)}
-    from .evolution import evolve
-
     print(f"[1/4] evolve: {ev.config or 'the embedded demo evolution'} {' '.join(ev.overrides)}")
     t0 = time.time()
     res = evolve(ev.evolve_config(str(out / "evolve"), [f"run.progress={str(cfg.progress).lower()}",
@@ -237,9 +216,6 @@ def stage_weights(cfg: PipelineConfig, out: Path, resume: bool = False) -> tuple
 
 def _kept_heatmap(model, tok, policy, prompt: str, path: Path, title: str) -> None:
     """Which prompt positions each layer still holds after one NAMM generation (fraction of heads)."""
-    from . import memory
-    from .plots import save_heatmap
-
     ids = tok(prompt, return_tensors="pt")["input_ids"][:, -2048:].to(model.device)
     with memory(model, policy) as mem:
         mem.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=8, do_sample=False,
@@ -255,17 +231,12 @@ def _kept_heatmap(model, tok, policy, prompt: str, path: Path, title: str) -> No
 
 
 def stage_language(cfg: PipelineConfig, weights: Path, out: Path) -> list[dict[str, Any]]:
-    from .evaluate import evaluate, load_model, plot_score_vs_cache, write_results, zoo_examples
-    from .policies import FullCache
-
     lc = cfg.language
     dev = _device(cfg)
-    model, tok = load_model(lc.model, dev)
-    if cfg.dtype == "bfloat16":
-        model = model.to(torch.bfloat16)
+    model, tok = models.load(lc.model, "lm", device=dev, dtype=getattr(torch, cfg.dtype))
     print(f"[2/4] language: {lc.model} on {lc.tasks}, {lc.samples} held-out samples (seed {lc.seed}), "
           f"{lc.context_tokens} tokens")
-    examples = {t: zoo_examples(tok, t, lc.samples, lc.seed, lc.context_tokens, lc.data_dir) for t in lc.tasks}
+    examples = {t: task_examples(tok, t, lc.samples, lc.seed, lc.context_tokens, lc.data_dir) for t in lc.tasks}
     namm = resolve_policy(str(weights), n_up=lc.n_up)
     n_up = namm.n_up
     rows: list[dict[str, Any]] = []
@@ -297,10 +268,8 @@ def stage_language(cfg: PipelineConfig, weights: Path, out: Path) -> list[dict[s
         write_results(out / "language" / name, agg)
         summary.append({"name": name, "policy": name, "mean_score": agg["mean_score"],
                         "mean_cache_fraction": agg["mean_cache_fraction"]})
-    plot_score_vs_cache(summary, out / "language" / "score_vs_cache.png")
+    score_vs_cache(summary, out / "language" / "score_vs_cache.png")
     ex = examples[lc.tasks[0]][0]
-    from namm.envs.zoo_tasks import ZOO_TASKS, format_prompt
-
     prompt = format_prompt(lc.tasks[0], ex) if lc.tasks[0] in ZOO_TASKS else ex.get("context", "")
     _kept_heatmap(model, tok, namm, prompt, out / "language" / "namm_kept.png",
                   f"NAMM: prompt tokens kept after one {lc.tasks[0]} generation")
@@ -309,15 +278,11 @@ def stage_language(cfg: PipelineConfig, weights: Path, out: Path) -> list[dict[s
 
 def stage_video(cfg: PipelineConfig, weights: Path, out: Path) -> tuple[list[dict[str, Any]], str | None]:
     """Zero-shot video QA; returns (rows, the reason it did not run)."""
-    from .evaluate_video import evaluate_video, load_video_data, load_video_zoo_or_hf, plot_heatmap, write_video_results
-    from .policies import FullCache
-    from .zoo_video import ZOO_VIDEO
-
     vc = cfg.video
     if vc.model == "zoo" and not (ZOO_VIDEO / "config.json").is_file():
         return [], f"no zoo video model at {ZOO_VIDEO} (build it with `namm zoo train-video`) and video.model is 'zoo'"
     dtype = torch.bfloat16 if cfg.dtype == "bfloat16" else torch.float32
-    model, tok = load_video_zoo_or_hf(vc.model, _device(cfg), dtype)
+    model, tok = models.load(vc.model, "video", device=_device(cfg), dtype=dtype)
     pairs = load_video_data(vc.data, vc.samples, vc.seed, vc.frames, size=int(model.config.vision_config.image_size))
     task = f"{vc.data}-video" if vc.data.startswith("zoo") else Path(vc.data.partition(":")[2]).stem
     print(f"[3/4] video: {vc.model} on {vc.data} ({len(pairs)} questions, {vc.frames} frames, n_up {vc.n_up})")
@@ -342,7 +307,7 @@ def stage_video(cfg: PipelineConfig, weights: Path, out: Path) -> tuple[list[dic
 
 
 def stage_rl(cfg: PipelineConfig, weights: Path, out: Path) -> list[dict[str, Any]]:
-    from namm.envs.rollout import load_dt, load_normalization, rollout, write_results, zoo_dt_dir
+    from .drivers.dt import Window
 
     rc = cfg.rl
     dev = _device(cfg)
@@ -351,13 +316,8 @@ def stage_rl(cfg: PipelineConfig, weights: Path, out: Path) -> list[dict[str, An
     for env in rc.envs:
         for level in rc.levels:
             task = f"{env}-{level}"
-            ref = rc.models.get(task) or str(zoo_dt_dir(env, level))
-            if ref == str(zoo_dt_dir(env, level)) and not (Path(ref) / "config.json").is_file():
-                raise FileNotFoundError(
-                    f"rl: no zoo DT for {task} at {ref}; build it with `namm zoo rl-data --env {env}` and "
-                    f"`namm zoo train-dt`, set rl.models.{task} to a DT folder / HF id, or drop it from rl.envs")
-            model = load_dt(ref, dev)
-            norm = load_normalization(ref)
+            ref = rc.models.get(task) or f"dt-{task}"
+            model, norm = models.load(ref, "dt", device=dev)
             kw = dict(episodes=rc.episodes, seed=rc.seed, max_ep_len=rc.max_ep_len, n_envs=rc.n_envs, device=dev,
                       progress=cfg.progress, state_mean=norm.state_mean if norm else None,
                       state_std=norm.state_std if norm else None,
@@ -367,19 +327,18 @@ def stage_rl(cfg: PipelineConfig, weights: Path, out: Path) -> list[dict[str, An
             def run(name: str, policy) -> dict[str, Any]:
                 r = rollout(env, model, policy, **kw)
                 r["model"] = ref
-                write_results(out / "rl" / task / name, r)
+                write_rl_results(out / "rl" / task / name, r)
                 rows.append(_row("rl", task, name, r["normalized_return_mean"], r["mean_cache_fraction"],
                                  std=r["normalized_return_std"], n=r["episodes"], describe=r["policy"]))
                 return r
 
             nres = run("namm", resolve_policy(str(weights), n_up=rc.n_up))
             run("full", resolve_policy("full", n_up=rc.n_up))
-            run("window", "window")
+            run("window", Window())
             budget = _matched_budget(nres["mean_cache_fraction"])
             for b in cfg.baselines:
                 run(b, resolve_policy(b, n_up=rc.n_up, budget=budget))
     return rows
-
 
 # --------------------------------------------------------------------------- report
 def _table(rows: list[dict[str, Any]]) -> str:
@@ -401,32 +360,6 @@ def _table(rows: list[dict[str, Any]]) -> str:
     return head + "\n".join(lines) + "\n"
 
 
-def _rl_plot(rows: list[dict[str, Any]], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    rl = [r for r in rows if r["modality"] == "rl"]
-    if not rl:
-        return
-    tasks = list(dict.fromkeys(r["task"] for r in rl))
-    fig, axes = plt.subplots(1, len(tasks), figsize=(4 * len(tasks), 3.5), squeeze=False)
-    for ax, t in zip(axes[0], tasks):
-        for r in (x for x in rl if x["task"] == t):
-            ax.errorbar(r["mean_cache_fraction"], r["score"], yerr=r.get("std", 0), fmt="o", capsize=3)
-            ax.annotate(r["policy"], (r["mean_cache_fraction"], r["score"]), textcoords="offset points", xytext=(4, 4))
-        ax.set_title(t)
-        ax.set_xlabel("mean cache fraction")
-        ax.set_xlim(0, 1.05)
-        ax.grid(alpha=0.3)
-    axes[0][0].set_ylabel("D4RL normalised return")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
 def _machine() -> str:
     dev = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
     import os
@@ -439,14 +372,10 @@ def write_report(cfg: PipelineConfig, out: Path, rows: list[dict[str, Any]], wei
                  skipped: dict[str, str], wall: float, config_path: str | None) -> Path:
     doc = {"format": "namm-testbed/pipeline", "version": 1, "weights": weights_info, "rows": rows,
            "skipped": skipped, "machine": _machine(), "wall_s": round(wall, 1), "config": cfg.to_dict()}
-    _write_text(out / "results.json", json.dumps(doc, indent=1))
-    buf = io.StringIO()
+    write_json(out / "results.json", doc)
     keys = ["modality", "task", "policy", "score", "std", "mean_cache_fraction", "n", "describe"]
-    w = csv.DictWriter(buf, fieldnames=keys, extrasaction="ignore")
-    w.writeheader()
-    w.writerows(rows)
-    _write_text(out / "table.csv", buf.getvalue())
-    _rl_plot(rows, out / "rl" / "return_vs_cache.png")
+    write_csv(out / "table.csv", rows, keys)
+    return_vs_cache([r for r in rows if r["modality"] == "rl"], out / "rl" / "return_vs_cache.png")
     plots = [("evolution fitness", out / "evolve" / "fitness.png"),
              ("language: score vs cache fraction", out / "language" / "score_vs_cache.png"),
              ("language: prompt tokens the NAMM kept", out / "language" / "namm_kept.png"),
@@ -472,7 +401,7 @@ def write_report(cfg: PipelineConfig, out: Path, rows: list[dict[str, Any]], wei
               "- Paper scale (Llama 3 8B, LLaVA-NeXT-Video 7B, edbeeching DTs; needs the hub or local copies): "
               "`namm pipeline --config configs/pipeline_paper.yaml`\n"
               "- Reuse the shipped weights instead of evolving: add `--reuse-weights`\n")
-    return _write_text(out / "report.md", "\n".join(md))
+    return write_text(out / "report.md", "\n".join(md))
 
 
 def run_pipeline(cfg: PipelineConfig, config_path: str | None = None, resume: bool = False) -> Path:
@@ -480,7 +409,7 @@ def run_pipeline(cfg: PipelineConfig, config_path: str | None = None, resume: bo
     or continue the evolution already in ``OUT/evolve``; the later stages always run again."""
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
-    _write_text(out / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    write_text(out / "config.yaml", _config.dump(cfg))
     t0 = time.time()
     weights, info = stage_weights(cfg, out, resume)
     rows: list[dict[str, Any]] = []
@@ -502,40 +431,3 @@ def run_pipeline(cfg: PipelineConfig, config_path: str | None = None, resume: bo
     else:
         skipped["rl"] = "disabled in the config"
     return write_report(cfg, out, rows, info, skipped, time.time() - t0, config_path)
-
-
-# --------------------------------------------------------------------------- CLI
-def cmd_pipeline(a: argparse.Namespace) -> None:
-    over = list(a.overrides)
-    if a.out:
-        over.append(f"out={a.out}")
-    if a.reuse_weights:
-        over.append("evolve.weights=shipped")
-    if a.device:
-        over.append(f"device={a.device}")
-    cfg = load_pipeline_config(a.config, over)
-    if a.check:
-        print(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
-        print("config OK (nothing was run)")
-        return
-    t0 = time.time()
-    report = run_pipeline(cfg, a.config, resume=a.resume)
-    print(f"\n{(report.parent / 'report.md').read_text().split('## Plots')[0]}")
-    print(f"wrote {report} in {(time.time() - t0) / 60:.1f} min")
-    if a.config is None:
-        print("This was the embedded CPU-sized default. Full size: namm pipeline --config configs/pipeline_gpu.yaml "
-              "(one GPU) or configs/pipeline_paper.yaml (paper models).")
-
-
-def add_pipeline_command(sub) -> None:
-    p = sub.add_parser("pipeline", help="evolve on language, transfer zero-shot to video and RL, write one report")
-    p.add_argument("--config", default=None, help="pipeline YAML (default: the embedded CPU-sized config)")
-    p.add_argument("--out", default=None, help="report folder (default: the config's `out`)")
-    p.add_argument("--reuse-weights", action="store_true", help="skip evolution: use the shipped NAMM weights")
-    p.add_argument("--device", default=None, help="cpu | cuda | auto")
-    p.add_argument("--resume", action="store_true",
-                   help="continue the evolution in OUT/evolve, or reuse it when finished (then re-run the rest)")
-    p.add_argument("--check", action="store_true", help="validate the config and print it; run nothing")
-    p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. rl.episodes=10 language.samples=8")
-    p.set_defaults(fn=cmd_pipeline)
-

@@ -1,20 +1,40 @@
-"""Shared matplotlib helpers (headless Agg backend)."""
+"""Every figure the testbed draws (matplotlib, headless Agg backend), each saved atomically as a PNG.
+
+Bottom of the house beside :mod:`namm.io`: callers hand in plain numbers, never models or policies.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any, Sequence
 
 import numpy as np
 
+from .io import atomic_write
 
-def save_heatmap(grid, path: Path, title: str, xlabel: str, ylabel: str, colorbar: str, cmap: str = "viridis",
-                 height: float = 2.0) -> Path:
-    """Save a ``[rows, cols]`` grid of fractions in [0, 1] (NaN = blank) as a PNG; returns ``path``."""
+__all__ = ["save_heatmap", "score_vs_cache", "fitness_curve", "return_vs_cache"]
+
+
+def _plt():
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def _save(fig, path: Path, dpi: int) -> Path:
+    plt = _plt()
+    path = atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=dpi))
+    plt.close(fig)
+    return path
+
+
+def save_heatmap(grid, path: Path, title: str, xlabel: str, ylabel: str, colorbar: str, cmap: str = "viridis",
+                 height: float = 2.0) -> Path:
+    """Save a ``[rows, cols]`` grid of fractions in [0, 1] (NaN = blank) as a PNG; returns ``path``."""
+    plt = _plt()
     g = np.asarray(grid, dtype=float)
     fig, ax = plt.subplots(figsize=(7, height + 0.3 * g.shape[0]))
     im = ax.imshow(np.ma.masked_invalid(g), aspect="auto", cmap=cmap, vmin=0, vmax=1, interpolation="nearest")
@@ -23,8 +43,63 @@ def save_heatmap(grid, path: Path, title: str, xlabel: str, ylabel: str, colorba
     ax.set_title(title)
     fig.colorbar(im, ax=ax, label=colorbar)
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, Path(path), 110)
+
+
+def score_vs_cache(rows: Sequence[dict[str, Any]], path: Path, ylabel: str = "mean score") -> Path:
+    """One labelled point per policy: ``rows`` of ``{"name", "mean_cache_fraction", "mean_score"}``."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(5, 4))
+    for r in rows:
+        ax.scatter(r["mean_cache_fraction"], r["mean_score"], s=40)
+        ax.annotate(r["name"], (r["mean_cache_fraction"], r["mean_score"]), textcoords="offset points", xytext=(4, 4))
+    ax.set_xlabel("mean cache fraction (kept / seen)")
+    ax.set_ylabel(ylabel)
+    ax.set_xlim(0, 1.05)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return _save(fig, Path(path), 120)
+
+
+def fitness_curve(history: Sequence[dict[str, Any]], path: Path) -> Path:
+    """Evolution's curve like the paper's figure 4: population mean +- std and the CMA-ES mean's fitness,
+    per generation (``history`` rows of ``namm evolve``'s log); dashed lines mark new stages."""
+    plt = _plt()
+    g = np.array([r["generation"] for r in history])
+    mu = np.array([np.nan if r["fitness_mean"] is None else r["fitness_mean"] for r in history])
+    sd = np.array([np.nan if r["fitness_std"] is None else r["fitness_std"] for r in history])
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.plot(g, mu, color="tab:blue", label="population mean")
+    ax.fill_between(g, mu - sd, mu + sd, color="tab:blue", alpha=0.2, label="population ± std")
+    means = [(r["generation"], r["mean_fitness"]) for r in history if r["mean_fitness"] is not None]
+    if means:
+        ax.plot(*zip(*means), color="tab:red", marker=".", label="CMA-ES mean")
+    for prev, cur in zip(history, history[1:]):
+        if cur["stage"] != prev["stage"]:
+            ax.axvline(prev["generation"] + 0.5, color="gray", ls="--", lw=0.8)
+    ax.axhline(1.0, color="black", lw=0.6, alpha=0.5)
+    ax.set_xlabel("generation")
+    ax.set_ylabel("fitness (score / full-cache score)")
+    ax.legend(loc="best", fontsize=8)
+    fig.tight_layout()
+    return _save(fig, Path(path), 100)
+
+
+def return_vs_cache(rows: Sequence[dict[str, Any]], path: Path) -> Path | None:
+    """One panel per RL task: each policy's return (± std) against its cache fraction; ``None`` without rows."""
+    if not rows:
+        return None
+    plt = _plt()
+    tasks = list(dict.fromkeys(r["task"] for r in rows))
+    fig, axes = plt.subplots(1, len(tasks), figsize=(4 * len(tasks), 3.5), squeeze=False)
+    for ax, t in zip(axes[0], tasks):
+        for r in (x for x in rows if x["task"] == t):
+            ax.errorbar(r["mean_cache_fraction"], r["score"], yerr=r.get("std", 0), fmt="o", capsize=3)
+            ax.annotate(r["policy"], (r["mean_cache_fraction"], r["score"]), textcoords="offset points", xytext=(4, 4))
+        ax.set_title(t)
+        ax.set_xlabel("mean cache fraction")
+        ax.set_xlim(0, 1.05)
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("D4RL normalised return")
+    fig.tight_layout()
+    return _save(fig, Path(path), 110)

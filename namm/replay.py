@@ -23,7 +23,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from .cache import MemoryLayer
-from .checkpoint import atomic_write
+from .io import atomic_write
 from .policies import MemoryPolicy
 
 __all__ = ["replay", "replay_file", "read_trace"]
@@ -80,10 +80,10 @@ def replay(policy: MemoryPolicy, meta: dict[str, int], tensors: dict[str, torch.
             cols = layer.pos.clamp_min(0)[:, :, None, :].expand(b, h, n_up, n)
             rows = attn.gather(-1, cols) * layer.valid[:, :, None, :]  # [B, H, n_up, N]
             if policy.needs_attention:
-                policy.observe(layer, rows, qpos)
+                policy.observe(layer.state, rows, qpos)
             view = layer.view(torch.ones(b, dtype=torch.bool))
-            scores = policy.scores(layer, view).float()
-            keep = policy.select(layer, view)
+            scores = policy.scores(view).float()
+            keep = policy.select(view)
             live = view.in_view
             out[f"scores.{u}.{l}"] = _pack(scores.masked_fill(~live, float("-inf")), live, float("-inf"))
             out[f"positions.{u}.{l}"] = _pack(layer.pos, live, -1)

@@ -14,7 +14,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 import torch.distributed as td
 
-from namm.config import load_config
+from namm.evolution.config import load_config
 from namm.evolution import evolve
 
 

@@ -134,14 +134,17 @@ def test_replay_of_a_model_trace_reproduces_the_models_decisions(tiny_llama, tmp
     params = 0.4 * torch.randn(4172, generator=torch.Generator().manual_seed(2))
     seen_rows, kept = {}, {}
 
-    class Recorder(NAMM):
-        def observe(self, layer, attn, qpos):
-            seen_rows.setdefault(layer.layer_idx, []).append((attn.clone(), layer.pos.clone(), qpos.clone()))
-            super().observe(layer, attn, qpos)
+    from namm.cache import active_layer
 
-        def select(self, layer, view):
-            keep = super().select(layer, view)
-            kept.setdefault(layer.layer_idx, []).append(sorted(layer.pos[0, 0][(keep & view.in_view)[0, 0]].tolist()))
+    class Recorder(NAMM):
+        def observe(self, state, attn, qpos):
+            layer = active_layer()
+            seen_rows.setdefault(layer.layer_idx, []).append((attn.clone(), layer.pos.clone(), qpos.clone()))
+            super().observe(state, attn, qpos)
+
+        def select(self, view):
+            keep = super().select(view)
+            kept.setdefault(view.layer_idx, []).append(sorted(view.pos[0, 0][(keep & view.in_view)[0, 0]].tolist()))
             return keep
 
     policy = Recorder(n_up=n_up, params=params)

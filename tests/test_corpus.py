@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from namm.envs.corpus import HELDOUT, TRAIN, Corpus, collect_corpus, split_of, train_tokenizer
+from namm.tasks.corpus import HELDOUT, TRAIN, Corpus, collect_corpus, split_of, train_tokenizer
 
 STDLIB = [("stdlib", Path(sysconfig.get_paths()["stdlib"]))]
 
@@ -68,7 +68,7 @@ def test_tokenizer_train_save_reload(corpus, tmp_path):
 
 def test_tokenizer_uses_train_split_only(corpus):
     """Training on a corpus whose held-out part is junk must give the same tokenizer."""
-    from namm.envs.corpus import Document
+    from namm.tasks.corpus import Document
 
     junk = [Document(d.id, "zzqx " * 500, d.split) for d in corpus.heldout]
     a = train_tokenizer(corpus, vocab_size=300)

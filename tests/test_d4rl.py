@@ -8,7 +8,7 @@ import h5py
 import numpy as np
 import pytest
 
-from namm.envs.d4rl import (
+from namm.tasks.d4rl import (
     REF_SCORES, DatasetError, canonical_env, load_dataset, normalized_score, returns_to_go,
     split_trajectories, state_stats, write_dataset,
 )

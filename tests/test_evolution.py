@@ -16,11 +16,13 @@ import pytest
 import torch
 
 from namm.checkpoint import load_namm
-from namm.config import ModelConfig, load_config
-from namm.evolution import (
-    WORST_FITNESS, CharTokenizer, Dist, Evolution, add_evolve_command, evolve, load_hf_model, load_state,
-    synthetic_examples, task_fitness, tiny_random_llama,
-)
+from namm.cli import evolve as evolve_cli
+from namm.evolution import WORST_FITNESS, Dist, Evolution, evolve, load_state, task_fitness
+from namm.evolution.config import ModelConfig, load_config
+from namm.evolution.language import LanguageFitness, load_model
+from namm.models import ModelUnavailable
+from namm.models.tiny import CharTokenizer, tiny_random_llama
+from namm.tasks.synthetic import synthetic_examples
 
 from .conftest import make_tiny_llama
 
@@ -66,8 +68,8 @@ def test_fitness_ratio_and_zero_reference():
 
 
 def test_synthetic_task_and_tokenizer():
-    ex = synthetic_examples("synthetic_recall", 16, seed=3)
-    assert ex == synthetic_examples("synthetic_recall", 16, seed=3)  # deterministic
+    ex = synthetic_examples(16, seed=3)
+    assert ex == synthetic_examples(16, seed=3)  # deterministic
     tok = CharTokenizer(96)
     lengths = [len(tok.encode(f"{e['context']}\n{e['input']}=")) for e in ex]
     assert 90 <= min(lengths) and max(lengths) <= 210
@@ -90,16 +92,19 @@ def test_tiny_random_is_the_conftest_model(model):
 
 def test_hf_loading_path_with_rope_override(tmp_path):
     make_tiny_llama().save_pretrained(tmp_path / "m")
+    from transformers import AutoTokenizer
+
+    AutoTokenizer.from_pretrained(ROOT / "namm" / "weights" / "zoo" / "lm").save_pretrained(tmp_path / "m")
     theta = 500000 * 7 ** (128 / 126)
-    m = load_hf_model(ModelConfig(name=str(tmp_path / "m"), rope_theta=theta, max_position_embeddings=32768),
+    m, _ = load_model(ModelConfig(name=str(tmp_path / "m"), rope_theta=theta, max_position_embeddings=32768),
                       torch.device("cpu"))
     assert m.config.rope_parameters["rope_theta"] == pytest.approx(theta)
     assert m.config.max_position_embeddings == 32768
     head_dim = m.config.hidden_size // m.config.num_attention_heads
     inv_freq = m.model.rotary_emb.inv_freq
     assert inv_freq[1].item() == pytest.approx(theta ** (-2 / head_dim), rel=1e-5)  # the weights use it
-    with pytest.raises(FileNotFoundError, match="cannot load"):  # offline: the real path, a clear error
-        load_hf_model(ModelConfig(name="meta-llama/Meta-Llama-3-8B"), torch.device("cpu"))
+    with pytest.raises(ModelUnavailable, match="offline"):  # offline: the real path, a clear error
+        load_model(ModelConfig(name="meta-llama/Meta-Llama-3-8B"), torch.device("cpu"))
 
 
 def test_zero_namm_scores_exactly_like_the_full_cache(tmp_path, model):
@@ -107,10 +112,10 @@ def test_zero_namm_scores_exactly_like_the_full_cache(tmp_path, model):
     ev = Evolution(load_config(TINY, [f"run.out={tmp_path}", "data.synthetic_recall.samples=8"]), model=model)
     assert ev.num_params == 4172
     batch = ev.batch(0)
-    ev.norm = ev.collect_stats(batch)
-    refs = ev.reference_scores(batch)
-    (res,) = ev._evaluate_members([0], torch.zeros(1, ev.num_params), batch)
-    assert res["scores"] == refs and ev.fitness(res, refs) == 1.0
+    ev.norm = ev.fitness.collect_stats(batch, ev.make_policy)
+    refs = ev.fitness.reference_scores(batch)
+    (res,) = ev.fitness.evaluate([0], torch.zeros(1, ev.num_params), batch, ev.make_policy)
+    assert res["scores"] == refs and ev.member_fitness(res, refs) == 1.0
 
 
 def test_keep_bias0_starts_from_a_namm_that_keeps_everything(tmp_path, model):
@@ -122,8 +127,9 @@ def test_keep_bias0_starts_from_a_namm_that_keeps_everything(tmp_path, model):
     assert (Evolution(cfg_for(tmp_path, "evolution.mean0=0.01"), model=model).initial_mean() == 0.01).all()
     ev = Evolution(cfg_for(tmp_path, "evolution.keep_bias0=0.5"), model=model)
     batch = ev.batch(0)
-    ev.norm = ev.collect_stats(batch)
-    (res,) = ev._evaluate_members([0], torch.as_tensor(ev.initial_mean()[None], dtype=torch.float32), batch)
+    ev.norm = ev.fitness.collect_stats(batch, ev.make_policy)
+    (res,) = ev.fitness.evaluate([0], torch.as_tensor(ev.initial_mean()[None], dtype=torch.float32), batch,
+                                 ev.make_policy)
     assert res["cache_fraction"] == 1.0
 
 
@@ -134,25 +140,26 @@ def test_likelihood_fitness_is_the_answers_teacher_forced_probability(tmp_path, 
     cfg = cfg_for(tmp_path / "a", "evolution.fitness=likelihood")
     ev = Evolution(cfg, model=model)
     batch = ev.batch(0)
-    ev.norm = ev.collect_stats(batch)
+    fit = ev.fitness
+    ev.norm = fit.collect_stats(batch, ev.make_policy)
     task, idx = next(iter(batch.items()))
-    t = ev.tasks[task]
-    full = ev._predict_rows([(None, task, i) for i in idx])
+    t = fit.tasks[task]
+    full = fit._predict_rows([(None, task, i) for i in idx], ev.make_policy)
     want = []
     with torch.no_grad():
         for i in idx:
-            p, a = t.prompt(i, ev.tok), t.answer(i, ev.tok)
+            p, a = t.prompt(i, fit.tok), t.answer(i, fit.tok)
             logp = model(torch.tensor([p + a])).logits[0, len(p) - 1 : -1].float().log_softmax(-1)
             want.append(100 * torch.exp(logp.gather(-1, torch.tensor(a)[:, None]).mean()).item())
     assert [f for _, f in full] == [1.0] * len(idx)
     np.testing.assert_allclose([x for x, _ in full], want, rtol=1e-4)
-    zero = ev._predict_rows([(torch.zeros(ev.num_params), task, i) for i in idx])
+    zero = fit._predict_rows([(torch.zeros(ev.num_params), task, i) for i in idx], ev.make_policy)
     np.testing.assert_allclose([x for x, _ in zero], want, rtol=1e-4)
     drop = torch.zeros(ev.num_params)
     drop[-1] = -1.0  # every score negative: only the newest token stays
-    low = ev._predict_rows([(drop, task, i) for i in idx])
+    low = fit._predict_rows([(drop, task, i) for i in idx], ev.make_policy)
     assert np.mean([x for x, _ in low]) < np.mean(want) and max(f for _, f in low) < 0.5
-    refs = ev.reference_scores(batch)
+    refs = fit.reference_scores(batch)
     assert refs[task] == pytest.approx(np.mean(want), rel=1e-4)
     hist = evolve(cfg_for(tmp_path / "b", "evolution.fitness=likelihood", "stages.0.generations=2"), model=model).history
     assert len(hist) == 2 and all(0.0 < r["fitness_mean"] for r in hist)
@@ -232,17 +239,19 @@ def test_resume_continues_the_same_trajectory(runs, tmp_path, model):
 
 def test_signal_writes_a_checkpoint_and_resume_matches(runs, tmp_path, model, monkeypatch):
     """SIGINT while members are evaluated: the asked population is saved as pending; resume re-evaluates it."""
-    orig = Evolution._evaluate_members
+    orig = LanguageFitness.evaluate
+    calls = []
 
-    def interrupting(self, members, params, batch):
-        if self.generation == 1:  # the second generation
+    def interrupting(self, members, params, batch, make_policy):
+        calls.append(len(members))
+        if len(members) > 1 and calls.count(len(members)) == 2:  # the second generation's population
             os.kill(os.getpid(), signal.SIGINT)
-        return orig(self, members, params, batch)
+        return orig(self, members, params, batch, make_policy)
 
     cfg = cfg_for(tmp_path / "run", "run.batched_population=true")
-    monkeypatch.setattr(Evolution, "_evaluate_members", interrupting)
+    monkeypatch.setattr(LanguageFitness, "evaluate", interrupting)
     stopped = evolve(cfg, model=model)
-    monkeypatch.setattr(Evolution, "_evaluate_members", orig)
+    monkeypatch.setattr(LanguageFitness, "evaluate", orig)
     assert stopped.interrupted == signal.SIGINT and stopped.generation == 1
     assert load_state(tmp_path / "run")["pending"] is not None
     resumed = evolve(cfg, model=model, resume=True)
@@ -253,27 +262,28 @@ def test_signal_writes_a_checkpoint_and_resume_matches(runs, tmp_path, model, mo
 
 def test_broken_members_get_the_worst_fitness(runs, tmp_path, model, monkeypatch):
     """Member 3: NaN parameters; 5: its forward pass raises; 6: its score is NaN. The others are unaffected."""
-    orig_eval, orig_predict, orig_score = Evolution._evaluate_members, Evolution._predict_rows, Evolution._score
+    orig_eval, orig_predict, orig_score = LanguageFitness.evaluate, LanguageFitness._predict_rows, LanguageFitness._score
 
-    def poisoned(self, members, params, batch):
-        params = params.clone()
-        params[3] = float("nan")
-        params[5, 0], params[6, 0] = 12345.0, 777.0
-        return orig_eval(self, members, params, batch)
+    def poisoned(self, members, params, batch, make_policy):
+        if len(members) > 1:  # the population (the CMA-ES mean is evaluated alone)
+            params = params.clone()
+            params[3] = float("nan")
+            params[5, 0], params[6, 0] = 12345.0, 777.0
+        return orig_eval(self, members, params, batch, make_policy)
 
-    def predict(self, rows):
+    def predict(self, rows, make_policy):
         firsts = {float(p[0]) for p, _, _ in rows if p is not None}
         if 12345.0 in firsts:
             raise RuntimeError("simulated CUDA error")
-        out = orig_predict(self, rows)
+        out = orig_predict(self, rows, make_policy)
         return [("NaN!", f) if p is not None and float(p[0]) == 777.0 else (o, f) for (p, _, _), (o, f) in zip(rows, out)]
 
     def score(self, task, idx, preds):
         return float("nan") if "NaN!" in preds else orig_score(self, task, idx, preds)
 
-    monkeypatch.setattr(Evolution, "_evaluate_members", poisoned)
-    monkeypatch.setattr(Evolution, "_predict_rows", predict)
-    monkeypatch.setattr(Evolution, "_score", score)
+    monkeypatch.setattr(LanguageFitness, "evaluate", poisoned)
+    monkeypatch.setattr(LanguageFitness, "_predict_rows", predict)
+    monkeypatch.setattr(LanguageFitness, "_score", score)
     res = evolve(cfg_for(tmp_path / "run", "run.batched_population=true", "stages.0.generations=2"), model=model)
     assert res.generation == 2 and np.isfinite(res.mean).all()
     first, clean = res.history[0], runs["batched"].history[0]
@@ -289,7 +299,7 @@ def test_broken_members_get_the_worst_fitness(runs, tmp_path, model, monkeypatch
 def test_cli_runs_the_tiny_config(tmp_path):
     """``namm evolve --config ... --out ... key=value``: the real tiny-random model path, full-size BAM."""
     ap = argparse.ArgumentParser()
-    add_evolve_command(ap.add_subparsers(dest="command"))
+    evolve_cli.add(ap.add_subparsers(dest="command"))
     a = ap.parse_args(["evolve", "--config", str(TINY), "--out", str(tmp_path / "cli"), "stages.0.generations=1",
                        "evolution.population=4", "run.progress=false", "evolution.eval_mean_every=0"])
     a.fn(a)
@@ -336,7 +346,7 @@ def test_budget_caps_every_member_and_is_saved(tmp_path, model):
     assert ev.make_policy(torch.zeros(ev.num_params)).budget == 0.25
     evolve(cfg, model=model)
     assert load_namm(tmp_path / "capped" / "namm.safetensors").budget == 0.25
-    from namm.config import ConfigError
+    from namm.evolution.config import ConfigError
 
     for bad in ("1.5", "0", "'half'"):
         with pytest.raises(ConfigError, match="namm.budget"):
@@ -354,7 +364,7 @@ def test_cache_target_penalises_members_that_keep_more(runs, tmp_path, model):
     assert row["cache_fraction"] == clean["cache_fraction"]  # same members, same prompts
     for f0, f, cf in zip(clean["fitness"], row["fitness"], row["cache_fraction"]):
         assert f == pytest.approx(f0 - 2.0 * max(0.0, cf - 0.3))
-    from namm.config import ConfigError
+    from namm.evolution.config import ConfigError
 
     with pytest.raises(ConfigError, match="cache_target"):
         cfg_for(tmp_path / "x", "evolution.cache_target=1.5")

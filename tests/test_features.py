@@ -48,7 +48,7 @@ def test_streaming_spectrogram_matches_numpy():
         A = torch.softmax(logits.masked_fill(~causal, float("-inf")), -1)
         # feed in uneven pieces: streaming must not care how queries are grouped
         for s, e in ((0, 5), (5, 37), (37, n_up)):
-            policy.observe(layer, A[:, :, s:e].float(), qpos[:, s:e])
+            policy.observe(layer.state, A[:, :, s:e].float(), qpos[:, s:e])
         for hh in range(h):
             per_head[hh].append(A[0, hh].numpy())
     for hh in range(h):

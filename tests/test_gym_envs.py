@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from namm.envs.d4rl import load_dataset, split_trajectories, write_dataset
-from namm.envs.gym_envs import EpisodeRecorder, collect_dataset, collect_random_dataset, make_env
+from namm.tasks.d4rl import load_dataset, split_trajectories, write_dataset
+from namm.tasks.gym_envs import EpisodeRecorder, collect_dataset, collect_random_dataset, make_env
 
 
 @pytest.fixture(autouse=True)

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from namm.envs import longbench as lb
-from namm.envs import metrics as m
+from namm.tasks import longbench as lb
+from namm.tasks import metrics as m
 
 FIXTURES = Path(__file__).parent / "data" / "longbench"
 

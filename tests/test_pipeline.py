@@ -11,7 +11,7 @@ import torch
 import yaml
 
 from namm.config import ConfigError
-from namm.envs.rollout import write_normalization
+from namm.models.zoo import write_normalization
 from namm.pipeline import DEMO_EVOLVE, load_pipeline_config, run_pipeline
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -53,7 +53,7 @@ def tiny_dt(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def tiny_video(tmp_path_factory):
-    from namm.zoo_video import VideoTrainConfig, train_video
+    from namm.zoo.video import VideoTrainConfig, train_video
 
     out = tmp_path_factory.mktemp("video")
     return train_video(VideoTrainConfig(out=str(out), steps=1, batch=2, eval_samples=1, threads=1), progress=False)
@@ -110,9 +110,9 @@ def test_tiny_pipeline_end_to_end(tmp_path, tiny_dt, tiny_video):
 
 
 def test_missing_zoo_dt_says_how_to_build_it(tmp_path, monkeypatch):
-    import namm.envs.rollout as ro
+    import namm.models.loaders as lo
 
-    monkeypatch.setattr(ro, "zoo_dt_dir", lambda env, level="medium": tmp_path / f"dt-{env}-{level}")
+    monkeypatch.setattr(lo, "zoo_dt_dir", lambda env, level="medium": tmp_path / f"dt-{env}-{level}")
     cfg = load_pipeline_config(None, [f"out={tmp_path / 'x'}", "evolve.weights=shipped", "language.enabled=false",
                                       "video.enabled=false",
                                       "rl.envs=[walker2d]", "progress=false"])

@@ -9,9 +9,11 @@ import pytest
 import torch
 
 from namm.adapters import adapter_for
-from namm.adapters.decision_transformer import DT_DEFAULTS, DecisionTransformerAdapter, DTStepper
-from namm.envs.rollout import (RESULT_KEYS, add_rollout_command, load_dt, load_normalization, read_normalization,
-                               rollout, write_normalization, write_results)
+from namm.adapters.decision_transformer import DecisionTransformerAdapter
+from namm.cli import rollout as rollout_cli
+from namm.drivers.dt import DT_DEFAULTS, DTStepper, Window
+from namm.evaluation.rl import RESULT_KEYS, rollout, write_results
+from namm.models.zoo import load_dt, load_normalization, read_normalization, write_normalization
 from namm.policies import H2O, NAMM, FullCache
 
 STATE_DIM, ACT_DIM = 11, 3
@@ -112,7 +114,7 @@ def test_stepper_full_cache_equals_full_forward(dt, norm):
 
 def test_window_mode_equals_hf_example(dt, norm):
     states, actions, rewards = trajectory(2, 30, seed=1)
-    st = DTStepper(dt, "window", norm.state_mean, norm.state_std, 1000.0, 3600.0)
+    st = DTStepper(dt, Window(), norm.state_mean, norm.state_std, 1000.0, 3600.0)
     preds = run_stepper(st, states, actions, rewards)
     K = DT_DEFAULTS.context_steps
     assert (preds[:, :K] - full_forward(dt, norm, states, actions, rewards)[:, :K]).abs().max() <= 1e-5
@@ -144,7 +146,7 @@ def test_rollout_policies(dt, norm, name):
     g = torch.Generator().manual_seed(0)
     policy = {
         "full": FullCache(n_up=48),
-        "window": "window",
+        "window": Window(),
         "h2o": H2O(n_up=48, budget=0.5),
         "namm": NAMM(n_up=48, mode="ragged", params=0.1 * torch.randn(4172, generator=g)),
     }[name]
@@ -193,7 +195,7 @@ def test_write_results(tmp_path):
 
 def cli(argv: list[str]) -> None:
     ap = argparse.ArgumentParser(prog="namm")
-    add_rollout_command(ap.add_subparsers(dest="command", required=True))
+    rollout_cli.add(ap.add_subparsers(dest="command", required=True))
     args = ap.parse_args(argv)
     args.fn(args)
 
@@ -210,11 +212,13 @@ def test_cli_writes_results(dt_dir, tmp_path, capsys):
 
 
 def test_cli_errors(dt_dir, tmp_path):
-    from namm.envs.rollout import zoo_dt_dir
+    from namm.models.zoo import zoo_dt_dir
 
     if not (zoo_dt_dir("hopper") / "config.json").is_file():
-        with pytest.raises(FileNotFoundError, match="not built yet"):
+        with pytest.raises(FileNotFoundError, match="namm zoo train-dt"):
             cli(["rollout", "--env", "hopper", "--policy", "full", "--out", str(tmp_path)])
+    with pytest.raises(ValueError, match="unknown rl task 'hopperx'.*did you mean 'hopper'"):  # not silently hopper
+        cli(["rollout", "--env", "hopperx", "--model", str(dt_dir), "--policy", "full", "--out", str(tmp_path)])
     with pytest.raises(ValueError, match="window"):
         cli(["rollout", "--env", "hopper", "--model", str(dt_dir), "--policy", "window", "--budget", "0.5",
              "--out", str(tmp_path)])

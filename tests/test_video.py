@@ -9,11 +9,11 @@ import torch
 
 import namm
 from namm.adapters import adapter_for
-from namm.adapters.llava_next_video import (
-    LLAVA_NEXT_VIDEO, FrameKeepRecorder, expand_video_tokens, generate_with_video_stats, load_video_model,
-    preprocess_frames, tokens_per_frame, video_cache_stats, video_layout,
-)
-from namm.envs import video_qa as vq
+from namm.adapters.llava_next_video import LLAVA_NEXT_VIDEO, tokens_per_frame
+from namm.drivers.video import (FrameKeepRecorder, expand_video_tokens, generate_with_video_stats, preprocess_frames,
+                                video_cache_stats, video_layout)
+from namm.models.hub import load_video_model
+from namm.tasks import video_qa as vq
 from namm.policies import H2O, FullCache
 
 VIDEO_ID, IMAGE_ID, FRAMES = 94, 95, 6

@@ -7,9 +7,12 @@ import json
 import pytest
 import torch
 
-from namm.evaluate_video import VideoBatcher, answer_video, evaluate_video, load_video_data, load_video_zoo_or_hf
+from namm import models
+from namm.drivers.video import VideoBatcher
+from namm.evaluation.video import answer_video, evaluate_video, load_video_data
+from namm.tasks.video_qa import chat_prompt
 from namm.policies import FullCache, make_policy
-from namm.zoo_video import VideoTrainConfig, train_video
+from namm.zoo.video import VideoTrainConfig, train_video
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -22,7 +25,7 @@ def video_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def video(video_dir):
-    return load_video_zoo_or_hf(str(video_dir))
+    return models.load(str(video_dir), "video")
 
 
 def test_trained_folder_and_manifest(video_dir, video):
@@ -37,14 +40,15 @@ def test_trained_folder_and_manifest(video_dir, video):
 def test_batcher_expands_video_and_labels_only_the_answer(video):
     model, tok = video
     pairs = load_video_data("zoo", 1, seed=5, frames=16)
-    b = VideoBatcher(model, tok)([p[0] for p in pairs], [p[1] for p in pairs], with_answer=True)
+    prompts = [chat_prompt(p[0]) for p in pairs]
+    b = VideoBatcher(model, tok)(prompts, [p[1] for p in pairs], answers=[" " + p[0].answer_letter for p in pairs])
     assert b["pixel_values_videos"].shape == (3, 16, 3, 32, 32)
     assert int((b["input_ids"][0] == model.config.video_token_id).sum()) == 16 * 16
     for row, (item, _) in enumerate(pairs):
         lab = b["labels"][row][b["labels"][row] != -100].tolist()
         assert tok.decode(lab[:-1]).strip() == item.answer_letter and lab[-1] == tok.eos_token_id
     assert bool((b["attention_mask"][:, -1] == 1).all()) and bool((b["labels"][:, -1] == tok.eos_token_id).all())
-    g = VideoBatcher(model, tok)([p[0] for p in pairs], [p[1] for p in pairs])
+    g = VideoBatcher(model, tok)(prompts, [p[1] for p in pairs])
     assert "labels" not in g and bool((g["attention_mask"][:, -1] == 1).all())  # left padded
 
 
@@ -84,17 +88,19 @@ def test_eval_video_cli(video_dir, tmp_path):
 
 
 def test_bad_video_data_spec(tmp_path, monkeypatch):
-    import namm.zoo_video as zv
+    import namm.models.loaders as lo
 
-    with pytest.raises(ValueError, match="mlvu:PATH"):
+    with pytest.raises(ValueError, match="unknown video task 'youtube'"):
         load_video_data("youtube:abc", 1, 0, 16)
-    monkeypatch.setattr(zv, "ZOO_VIDEO", tmp_path / "no-video-here")
+    with pytest.raises(ValueError, match="NAME:PATH"):
+        load_video_data("mlvu", 1, 0, 16)
+    monkeypatch.setattr(lo, "ZOO_VIDEO", tmp_path / "no-video-here")
     with pytest.raises(FileNotFoundError, match="train-video"):
-        load_video_zoo_or_hf("zoo")
+        models.load("zoo", "video")
 
 
 def test_fixed_option_questions_depend_on_the_video_only():
-    from namm.envs.video_qa import FIXED_COLOURS, synthetic_items
+    from namm.tasks.video_qa import FIXED_COLOURS, synthetic_items
 
     for kind in ("needle", "count", "order"):
         recs = [r for _, r in synthetic_items(30, 16, 32, 3, kind, fixed_options=True)]
@@ -112,7 +118,7 @@ def test_fixed_option_questions_depend_on_the_video_only():
 def test_shipped_zoo_video_model_beats_chance():
     """The shipped model on fresh held-out questions (seed 2000; training used other seeds): five options,
     chance is 20%."""
-    model, tok = load_video_zoo_or_hf("zoo")
+    model, tok = models.load("zoo", "video")
     pairs = load_video_data("zoo", 8, seed=2000, frames=16)
     res = evaluate_video(model, tok, None, pairs, progress=False)
     assert res["accuracy"] >= 60.0, res["by_group"]

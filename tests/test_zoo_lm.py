@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from namm.cli import main
-from namm.zoo import LMTrainConfig, load_zoo_lm, train_lm
+from namm.models.zoo import DEFAULT_LM, load_zoo_lm
+from namm.zoo.lm import LMTrainConfig, train_lm
 
 
 @pytest.fixture(scope="module")
@@ -70,7 +71,7 @@ def _write_preds(folder, scores, task="t", cache=0.5):
 
 
 def test_compare_pairs_examples_and_brackets_the_difference(tmp_path):
-    from namm.evaluate import compare
+    from namm.evaluation.text import compare
 
     _write_preds(tmp_path / "a", [0, 0, 1, 1, 0, 1, 0, 1], cache=1.0)
     _write_preds(tmp_path / "b", [1, 0, 1, 1, 1, 1, 0, 1])
@@ -100,8 +101,8 @@ def test_training_rows_mask_exactly_the_answer(tmp_path):
     """A task row is prompt + answer + eos, then plain text; the mask covers answer + eos only."""
     from transformers import AutoTokenizer
 
-    from namm.envs.corpus import collect_corpus
-    from namm.zoo import DEFAULT_LM, _Rows
+    from namm.tasks.corpus import collect_corpus
+    from namm.zoo.lm import _Rows
 
     tok = AutoTokenizer.from_pretrained(DEFAULT_LM)
     corpus = collect_corpus(max_bytes=1_000_000)

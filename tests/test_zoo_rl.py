@@ -8,12 +8,13 @@ import numpy as np
 import pytest
 import torch
 
-from namm.envs.d4rl import load_dataset, split_trajectories, write_dataset
-from namm.envs.gym_envs import collect_random_dataset
-from namm.envs.rl_data import dataset_path, episode_returns, replay_to_d4rl
-from namm.envs.rollout import load_dt, read_normalization, rollout
+from namm.tasks.d4rl import load_dataset, split_trajectories, write_dataset
+from namm.tasks.gym_envs import collect_random_dataset
+from namm.zoo.rl_data import dataset_path, episode_returns, replay_to_d4rl
+from namm.evaluation.rl import rollout
+from namm.models.zoo import load_dt, read_normalization
 from namm.policies import make_policy
-from namm.zoo_dt import DTBatcher, DTTrainConfig, train_dt
+from namm.zoo.dt import DTBatcher, DTTrainConfig, train_dt
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -101,31 +102,31 @@ def test_train_dt_is_deterministic(tiny_data, tmp_path):
 
 
 def test_rollout_cli_takes_a_zoo_level_name(tiny_data, tmp_path, monkeypatch):
-    import namm.envs.rollout as ro
+    import namm.models.loaders as lo
     from namm.cli import main
 
     cfg = DTTrainConfig(dataset=str(tiny_data), out=str(tmp_path / "dt-hopper-medium-replay"), steps=2, warmup=1,
                         batch=4, hidden=16, layers=1, heads=1, eval_episodes=0)
     train_dt(cfg, progress=False)
-    monkeypatch.setattr(ro, "zoo_dt_dir", lambda env, level="medium": tmp_path / f"dt-{env}-{level}")
+    monkeypatch.setattr(lo, "zoo_dt_dir", lambda env, level="medium": tmp_path / f"dt-{env}-{level}")
     main(["rollout", "--env", "hopper", "--model", "medium-replay", "--policy", "full", "--episodes", "1",
           "--max-ep-len", "20", "--no-progress", "--out", str(tmp_path / "ro")])
     doc = json.loads((tmp_path / "ro" / "results.json").read_text())
-    assert doc["model"] == str(tmp_path / "dt-hopper-medium-replay") and doc["episodes"] == 1
+    assert doc["model"] == "dt-hopper-medium-replay" and doc["episodes"] == 1
 
 
 def test_config_flags_from_dataclass_fields():
     import argparse
 
-    from namm.zoo import add_config_args, config_from_args
-    from namm.zoo_video import VideoTrainConfig
+    from namm.config import add_flags, from_flags
+    from namm.zoo.video import VideoTrainConfig
 
     p = argparse.ArgumentParser()
-    add_config_args(p, VideoTrainConfig)
-    assert config_from_args(VideoTrainConfig, p.parse_args([])).curriculum is True
-    cfg = config_from_args(VideoTrainConfig, p.parse_args(["--no-curriculum", "--steps", "7", "--lr", "0.01"]))
+    add_flags(p, VideoTrainConfig)
+    assert from_flags(VideoTrainConfig, p.parse_args([])).curriculum is True
+    cfg = from_flags(VideoTrainConfig, p.parse_args(["--no-curriculum", "--steps", "7", "--lr", "0.01"]))
     assert cfg.curriculum is False and cfg.steps == 7 and cfg.lr == 0.01
     q = argparse.ArgumentParser()
-    add_config_args(q, DTTrainConfig, required=("dataset", "out"))
+    add_flags(q, DTTrainConfig, required=("dataset", "out"))
     with pytest.raises(SystemExit):
         q.parse_args([])  # --dataset and --out are required

@@ -4,9 +4,10 @@ from pathlib import Path
 
 import pytest
 
-from namm.envs.corpus import collect_corpus, train_tokenizer
-from namm.envs.zoo_tasks import (DATASET2METRIC, ZOO_TASKS, exact_contains, format_prompt,
-                                 read_jsonl, training_mixture, write_jsonl)
+from namm.tasks.corpus import collect_corpus, train_tokenizer
+from namm.io import read_jsonl, write_jsonl
+from namm.tasks.metrics import exact_contains_score
+from namm.tasks.zoo import DATASET2METRIC, ZOO_TASKS, format_prompt, training_mixture
 
 TARGET = 1024
 LONGBENCH_KEYS = {"context", "input", "answers", "length", "dataset", "language", "all_classes", "_id"}
@@ -91,5 +92,5 @@ def test_jsonl_roundtrip_and_exact_contains(tmp_path, examples):
     path = write_jsonl(tmp_path / "sub" / "kv.jsonl", examples["kv_retrieval"])
     assert read_jsonl(path) == examples["kv_retrieval"]
     assert not list(path.parent.glob(".*.tmp"))  # atomic write left no temp file
-    assert exact_contains("The value is 3FA9C0D2.", ["3fa9c0d2"]) == 1.0
-    assert exact_contains("no idea", ["3fa9c0d2"]) == 0.0
+    assert exact_contains_score("The value is 3FA9C0D2.", "3fa9c0d2") == 1.0
+    assert exact_contains_score("no idea", "3fa9c0d2") == 0.0

@@ -5,25 +5,24 @@ token (declared by :meth:`MemoryPolicy.token_state`) and is gathered with the sa
 
 Hooks, called by the attention function for each layer:
 
-1. ``observe(layer, attn, qpos)`` after every attention call, only if ``needs_attention``:
-   ``attn`` ``[B, H, q, N]`` fp32 post-softmax rows averaged over each KV head's query heads.
-2. ``scores(layer, view)`` ``-> [B, H, N]`` at each update (every ``n_up`` tokens a row has seen):
-   higher means keep.
-3. ``select(layer, view)`` ``-> keep [B, H, N]``; the default keeps the ``budget`` best-scored tokens
+1. ``observe(state, attn, qpos)`` after every attention call, only if ``needs_attention``: ``attn``
+   ``[B, H, q, N]`` fp32 post-softmax rows averaged over each KV head's query heads; the policy folds
+   them into its per-token ``state`` tensors (in place or by reassigning entries).
+2. ``scores(view)`` ``-> [B, H, N]`` at each update (every ``n_up`` tokens a row has seen): higher
+   means keep. A :class:`~namm.view.View` holds exactly what a policy may read (positions, keys, state).
+3. ``select(view)`` ``-> keep [B, H, N]``; the default keeps the ``budget`` best-scored tokens
    (all of them without a budget), the newest token always.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, ClassVar
+from typing import ClassVar
 
 import torch
 
 from ..selection import budget_tokens, top_k
-
-if TYPE_CHECKING:
-    from ..cache import MemoryLayer, View
+from ..view import View
 
 __all__ = ["MemoryPolicy", "recency_rank", "age_rank"]
 
@@ -52,18 +51,18 @@ class MemoryPolicy:
         """Per-token state: name -> trailing shape (zeros when a token arrives)."""
         return {}
 
-    def observe(self, layer: "MemoryLayer", attn: torch.Tensor, qpos: torch.Tensor) -> None:
+    def observe(self, state: dict[str, torch.Tensor], attn: torch.Tensor, qpos: torch.Tensor) -> None:
         """See the attention rows ``[B, H, q, N]`` of queries at positions ``qpos`` ``[B, q]`` (-1 = padding)."""
 
-    def scores(self, layer: "MemoryLayer", view: "View") -> torch.Tensor:
+    def scores(self, view: View) -> torch.Tensor:
         """``[B, H, N]`` keep-scores (higher = keep). The base keeps the newest."""
-        return layer.pos.float()
+        return view.pos.float()
 
-    def select(self, layer: "MemoryLayer", view: "View") -> torch.Tensor:
+    def select(self, view: View) -> torch.Tensor:
         k = budget_tokens(self.budget, view.seen)
         if k is None:
             return torch.ones_like(view.in_view)
-        return top_k(self.scores(layer, view), view.in_view, view.newest, k)
+        return top_k(self.scores(view), view.in_view, view.newest, k)
 
     def describe(self) -> str:
         return f"{self.name}(n_up={self.n_up}, budget={self.budget})"

@@ -16,5 +16,5 @@ class FullCache(MemoryPolicy):
 
     name: ClassVar[str] = "full"
 
-    def select(self, layer, view) -> torch.Tensor:
+    def select(self, view) -> torch.Tensor:
         return torch.ones_like(view.in_view)

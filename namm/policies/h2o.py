@@ -24,12 +24,12 @@ class H2O(MemoryPolicy):
     def token_state(self) -> dict[str, tuple[int, ...]]:
         return {"acc": ()}
 
-    def observe(self, layer, attn, qpos) -> None:
+    def observe(self, state, attn, qpos) -> None:
         real = (qpos >= 0).to(attn.dtype)  # [B, q]
-        layer.state["acc"] += torch.einsum("bhqn,bq->bhn", attn, real)
+        state["acc"] += torch.einsum("bhqn,bq->bhn", attn, real)
 
-    def scores(self, layer, view) -> torch.Tensor:
-        s = layer.state["acc"].clone()
+    def scores(self, view) -> torch.Tensor:
+        s = view.state["acc"].clone()
         k = budget_tokens(self.budget, view.seen)
         if k is not None:
             recent = recency_rank(view.in_view) < (k.float() * self.recent_ratio).floor().long()[:, None, None]

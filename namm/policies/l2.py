@@ -19,10 +19,10 @@ class L2Norm(MemoryPolicy):
 
     name: ClassVar[str] = "l2"
 
-    def select(self, layer, view) -> torch.Tensor:
-        if layer.layer_idx < self.skip_layers:
+    def select(self, view) -> torch.Tensor:
+        if view.layer_idx < self.skip_layers:
             return torch.ones_like(view.in_view)
-        return super().select(layer, view)
+        return super().select(view)
 
-    def scores(self, layer, view) -> torch.Tensor:
-        return -layer.keys.float().norm(dim=-1)
+    def scores(self, view) -> torch.Tensor:
+        return -view.keys.float().norm(dim=-1)

@@ -85,16 +85,16 @@ class NAMM(MemoryPolicy):
         c = self.spectral
         return {"tail": (c.tail,), "block": (c.hop,), "ema": (c.n_freq,)}
 
-    def observe(self, layer, attn: torch.Tensor, qpos: torch.Tensor) -> None:
+    def observe(self, state, attn: torch.Tensor, qpos: torch.Tensor) -> None:
         """Write each query's row into its hop slot; fold a frame whenever a row completes a hop block."""
         c = self.spectral
         q = qpos.shape[1]
         # each row's real queries are consecutive positions ending at the last column (left padding)
         virtual = qpos[:, -1:] - torch.arange(q - 1, -1, -1, device=qpos.device)  # [B, q]
         if c.tail == c.hop and bool(((qpos == virtual) | ((qpos < 0) & (virtual < 0))).all()):
-            self._observe_suffix(layer.state, attn, virtual)
+            self._observe_suffix(state, attn, virtual)
         else:
-            self._observe_rows(layer.state, attn, qpos)
+            self._observe_rows(state, attn, qpos)
 
     def _observe_rows(self, st: dict, attn: torch.Tensor, qpos: torch.Tensor) -> None:
         """General path (any n_fft, padding anywhere): one frame per completed hop block, block by block."""
@@ -161,15 +161,15 @@ class NAMM(MemoryPolicy):
         st["block"] = seq.gather(-1, keep.expand(b, h, n, hop)).contiguous()
 
     # ---- scoring and selection -------------------------------------------------------------------
-    def features(self, layer, view) -> torch.Tensor:
+    def features(self, view) -> torch.Tensor:
         """``[B, H, N, 25]`` = concat(age embedding (8), normalised spectrogram (17))."""
-        age = (view.newest_pos[:, None, None] - layer.pos).clamp_min(0)
-        z = normalise(layer.state["ema"], self.mean.to(layer.pos.device), self.var.to(layer.pos.device))
+        age = (view.newest_pos[:, None, None] - view.pos).clamp_min(0)
+        z = normalise(view.state["ema"], self.mean.to(view.pos.device), self.var.to(view.pos.device))
         return torch.cat([age_embedding(age, self.spectral), z], dim=-1)
 
-    def scores(self, layer, view) -> torch.Tensor:
+    def scores(self, view) -> torch.Tensor:
         rows = view.rows
-        x = self.features(layer, view)[rows]  # [R, H, N, d]
+        x = self.features(view)[rows]  # [R, H, N, d]
         in_view = view.in_view[rows]
         # score only the tokens in view, packed to the front: BAM costs O(K^2) in the tokens it sees
         k = int(in_view.sum(-1).max())
@@ -178,17 +178,17 @@ class NAMM(MemoryPolicy):
         params = self.params.to(x.device)
         if params.dim() == 2:
             params = params[rows]
-        sk = self.net(xk, in_view.gather(2, idx), layer.pos[rows].gather(2, idx), params)
+        sk = self.net(xk, in_view.gather(2, idx), view.pos[rows].gather(2, idx), params)
         s = torch.full(view.in_view.shape, float("-inf"), device=x.device)
         s[rows] = torch.full_like(in_view, float("-inf"), dtype=sk.dtype).scatter(2, idx, sk)
         return s
 
-    def select(self, layer, view) -> torch.Tensor:
+    def select(self, view) -> torch.Tensor:
         if self.stats is not None:
             # statistics pass: record the features of every token in view, evict nothing
-            self.stats.update(layer.state["ema"][view.in_view])
+            self.stats.update(view.state["ema"][view.in_view])
             return torch.ones_like(view.in_view)
-        s = neighbour_max(self.scores(layer, view), layer.pos, view.in_view, self.pool)
+        s = neighbour_max(self.scores(view), view.pos, view.in_view, self.pool)
         if self.mode == "ragged":
             keep = threshold_ragged(s, view.in_view, view.newest)
         else:

@@ -14,5 +14,5 @@ from .base import MemoryPolicy
 class Recency(MemoryPolicy):
     name: ClassVar[str] = "recency"
 
-    def scores(self, layer, view) -> torch.Tensor:
-        return layer.pos.float()
+    def scores(self, view) -> torch.Tensor:
+        return view.pos.float()

@@ -16,6 +16,6 @@ class StreamingLLM(MemoryPolicy):
 
     name: ClassVar[str] = "streamingllm"
 
-    def scores(self, layer, view) -> torch.Tensor:
+    def scores(self, view) -> torch.Tensor:
         sink = age_rank(view.in_view) < self.n_sink
-        return layer.pos.float().masked_fill(sink, float("inf"))
+        return view.pos.float().masked_fill(sink, float("inf"))

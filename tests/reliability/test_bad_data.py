@@ -5,8 +5,8 @@ import json
 import numpy as np
 import pytest
 
-from namm.envs import d4rl, longbench, video_qa
-from namm.envs.gym_envs import make_env
+from namm.tasks import d4rl, longbench, video_qa
+from namm.tasks.gym_envs import make_env
 
 
 def test_truncated_hdf5_names_the_file(tmp_path):

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from namm.config import ConfigError, EvolveConfig, config_from_dict, dump_config, load_config
+from namm.evolution.config import ConfigError, EvolveConfig, config_from_dict, dump_config, load_config
 
 ROOT = Path(__file__).resolve().parents[2]
 PAPER = ROOT / "configs" / "evolve_paper.yaml"
@@ -65,7 +65,7 @@ def test_overrides_are_typed_and_dotted():
     ("model.device=gpu", "model.device: invalid value 'gpu'"),
     ("run.checkpoint_every=0", "run.checkpoint_every: invalid value 0"),
     ("data.narrativeqa.max_prompt_tokens=1", "data.narrativeqa.max_prompt_tokens: invalid value 1"),
-    ("stages.0.tasks=[passage_retreival_en]", "unknown task 'passage_retreival_en' (did you mean 'passage_retrieval_en'?)"),
+    ("stages.0.tasks=[passage_retreival_en]", "unknown text task 'passage_retreival_en' (did you mean 'passage_retrieval_en'"),
     ("stages.0.tasks=[]", "stages[0].tasks: invalid value []; list at least one task"),
     ("stages.7.generations=3", "'stages.7' is not an index of a 3-item list"),
     ("run.batched_population=true", "set namm.mode=ragged or run.batched_population=false"),

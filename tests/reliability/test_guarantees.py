@@ -69,19 +69,10 @@ def test_prompt_longer_than_the_model_is_refused(tiny_llama):
 
 def test_same_seed_same_scores(tiny_llama):
     """Same model, policy, prompts and seed -> identical predictions and cache fractions."""
-    from namm.evaluate import generate_answers
+    from namm.drivers.text import generate
 
-    class Tok:  # a minimal tokenizer: one id per character
-        pad_token_id, eos_token_id = 0, 2
-
-        def __call__(self, text):
-            return {"input_ids": [3 + ord(c) % 90 for c in text]}
-
-        def batch_decode(self, rows, skip_special_tokens=True):
-            return [" ".join(map(str, r.tolist())) for r in rows]
-
-    prompts = ["".join(chr(97 + (i * j) % 26) for j in range(120 + 17 * i)) for i in range(3)]
+    prompts = [[3 + (i * j) % 90 for j in range(120 + 17 * i)] for i in range(3)]
     policy = NAMM(n_up=32, params=0.3 * torch.randn(4172, generator=torch.Generator().manual_seed(0)), mode="ragged")
-    runs = [generate_answers(tiny_llama, Tok(), prompts, policy, max_new_tokens=6, batch_size=2) for _ in range(2)]
+    runs = [generate(tiny_llama, policy, prompts, 6, pad=0, stops={2}) for _ in range(2)]
     assert runs[0] == runs[1]
     assert all(f < 1 for f in runs[0][1])  # it evicted

@@ -1,1 +1,0 @@
-"""Environments: where models meet data (language tasks, video QA, Gym rollouts)."""

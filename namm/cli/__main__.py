@@ -1,0 +1,5 @@
+import sys
+
+from namm.cli import main
+
+sys.exit(main())

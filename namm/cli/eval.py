@@ -1,0 +1,78 @@
+"""``namm eval`` (policies on language tasks) and ``namm compare`` (two runs, example by example)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def run_eval(a: argparse.Namespace) -> None:
+    import torch
+
+    from namm import models, tasks
+    from namm.checkpoint import resolve_policy
+    from namm.evaluation.text import check_context, evaluate, task_examples, write_results
+    from namm.io import write_csv
+    from namm.plots import score_vs_cache
+    from namm.selection import parse_budget
+
+    names = tasks.expand(a.tasks or "zoo")  # unknown ids are refused before any model loads
+    policies = [resolve_policy(n, n_up=a.n_up, budget=parse_budget(a.budget) if n != "full" else None)
+                for n in a.policy.split(",")]
+    model, tok = models.load(a.model, "lm", device=a.device, dtype=getattr(torch, a.dtype))
+    check_context(model, a.context_tokens, max(tasks.make(t).max_new_tokens for t in names))
+    out = Path(a.out)
+    examples = {t: task_examples(tok, t, a.samples, a.seed, a.context_tokens, a.data_dir) for t in names}
+    rows = []
+    labels = [Path(n).stem for n in a.policy.split(",")]
+    for label, policy in zip(labels, policies):
+        res = evaluate(model, tok, policy, names, a.samples, a.seed, a.context_tokens, a.batch_size, examples)
+        res.update(seed=a.seed, samples=a.samples, model=a.model, context_tokens=a.context_tokens)
+        write_results(out if len(policies) == 1 else out / label, res)
+        rows.append({"name": label, **{k: res[k] for k in ("policy", "mean_score", "mean_cache_fraction")}})
+        print(f"{res['policy']:50s} mean score {res['mean_score']:6.2f}  cache {res['mean_cache_fraction']:.3f}  "
+              + "  ".join(f"{t}={v['score']:.1f}" for t, v in res["tasks"].items()))
+    write_csv(out / "summary.csv", rows, ["name", "policy", "mean_score", "mean_cache_fraction"])
+    score_vs_cache(rows, out / "score_vs_cache.png")
+
+
+def run_compare(a: argparse.Namespace) -> None:
+    from namm.evaluation.text import compare
+    from namm.io import write_json
+
+    res = compare(a.a, a.b, n_boot=a.n_boot, seed=a.seed)
+    print(f"A = {a.a}\nB = {a.b}\n{'task':20s} {'n':>4s} {'A':>7s} {'B':>7s} {'B-A':>7s}  95% CI            "
+          "B>A  B<A  cache A/B")
+    for t, v in res["tasks"].items():
+        print(f"{t:20s} {v['n']:4d} {v['a']:7.2f} {v['b']:7.2f} {v['diff']:+7.2f}  [{v['ci'][0]:+6.2f}, {v['ci'][1]:+6.2f}]"
+              f"  {v['wins']:3d}  {v['losses']:3d}  {v['a_cache']:.3f}/{v['b_cache']:.3f}")
+    m = res["mean"]
+    print(f"{'mean over tasks':20s} {'':4s} {m['a']:7.2f} {m['b']:7.2f} {m['diff']:+7.2f}  [{m['ci'][0]:+6.2f}, {m['ci'][1]:+6.2f}]")
+    if a.out:
+        write_json(Path(a.out), res)
+
+
+def add(sub) -> None:
+    p = sub.add_parser("eval", help="score policies on language tasks (zoo, RULER, LongBench, lm_continuation)")
+    p.add_argument("--model", default="zoo", help="a model name (namm models list), a local folder or a hub id")
+    p.add_argument("--policy", default="namm", help="policy name(s) or weights file(s), comma-separated")
+    p.add_argument("--tasks", default=None, help="comma-separated task ids or suites (default: zoo)")
+    p.add_argument("--samples", type=int, default=8, help="instances per task (file tasks: the first N)")
+    p.add_argument("--seed", type=int, default=1000, help="seed of the held-out task instances")
+    p.add_argument("--budget", default=None, help="fraction of tokens seen (0.4) or a token count (1024)")
+    p.add_argument("--n-up", type=int, default=None, help="memory update period (default: the policy's)")
+    p.add_argument("--context-tokens", type=int, default=2048)
+    p.add_argument("--data-dir", default=None, help="LongBench JSONL folder (default: $LONGBENCH_DIR)")
+    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    p.add_argument("--out", required=True)
+    p.set_defaults(fn=run_eval)
+
+    p = sub.add_parser("compare", help="pair two `namm eval` policy folders example by example (B - A, bootstrap CI)")
+    p.add_argument("a", help="policy folder A (with predictions.jsonl), e.g. runs/table/a/full")
+    p.add_argument("b", help="policy folder B, scored on the same examples")
+    p.add_argument("--n-boot", type=int, default=10_000, help="bootstrap resamples")
+    p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+    p.add_argument("--out", default=None, help="also write the comparison as JSON here")
+    p.set_defaults(fn=run_compare)
