@@ -47,9 +47,9 @@ class PolicyTimer:
             orig = type(pol).observe
             timer = self
 
-            def observe(layer, attn, qpos, _orig=orig):
+            def observe(state, attn, qpos, _orig=orig):
                 t = time.perf_counter()
-                _orig(pol, layer, attn, qpos)
+                _orig(pol, state, attn, qpos)
                 timer.sync()
                 timer.seconds += time.perf_counter() - t
 
@@ -129,12 +129,14 @@ def main() -> None:
         rows = [bench_one(model, p, ids, a.decode, sync) for p in policies]
         full = rows[0]
         print(f"\n{a.shape} | batch {a.batch} x {n} tokens + {a.decode} decode | {a.device} {a.dtype}")
-        print(f"{'policy':44s} {'prefill t/s':>11s} {'decode t/s':>10s} {'x full':>7s} {'KV MiB':>8s} {'x full':>7s} {'policy %':>8s} {'cache':>6s}")
+        print(f"{'policy':44s} {'prefill t/s':>11s} {'decode t/s':>10s} {'x full':>7s} {'KV MiB':>8s} {'x full':>7s} "
+              f"{'policy %':>8s} {'cache':>6s}")
         for r in rows:
             r["context"] = n
             print(f"{r['policy']:44s} {r['prefill_tok_s']:11.1f} {r['decode_tok_s']:10.2f} "
                   f"{r['decode_tok_s'] / full['decode_tok_s']:7.2f} {r['peak_kv_bytes'] / 2**20:8.1f} "
-                  f"{r['peak_kv_bytes'] / full['peak_kv_bytes']:7.2f} {100 * r['policy_time_share']:8.1f} {r['cache_fraction']:6.3f}")
+                  f"{r['peak_kv_bytes'] / full['peak_kv_bytes']:7.2f} {100 * r['policy_time_share']:8.1f} "
+                  f"{r['cache_fraction']:6.3f}")
         results += rows
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)

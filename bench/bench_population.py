@@ -62,8 +62,9 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--out", default=str(ROOT / "runs" / "bench" / "population.json"))
     a = ap.parse_args(argv)
 
-    from namm.config import load_config
-    from namm.evolution import CharTokenizer, Evolution, synthetic_examples
+    from namm.evolution import Evolution, load_config
+    from namm.models.tiny import CharTokenizer
+    from namm.tasks.synthetic import synthetic_examples
 
     if a.threads:
         torch.set_num_threads(a.threads)
@@ -77,29 +78,30 @@ def main(argv: list[str] | None = None) -> dict:
     device = torch.device(a.device)
     model = small_llama(a.layers, a.hidden, a.heads, a.kv_heads).to(device)
     ev = Evolution(cfg, model=model, tokenizer=CharTokenizer(96))  # nothing is written: no run() call
-    task = ev.tasks["synthetic_recall"]
-    task.examples = synthetic_examples("synthetic_recall", len(task.examples), pairs=tuple(a.pairs))
+    fit = ev.fitness
+    task = fit.tasks["synthetic_recall"]
+    task.examples = synthetic_examples(len(task.examples), pairs=tuple(a.pairs))
     batch = ev.batch(0)
-    ev.norm = ev.collect_stats(batch)
-    refs = ev.reference_scores(batch)
+    ev.norm = fit.collect_stats(batch, ev.make_policy)
+    refs = fit.reference_scores(batch)
     ev.es = ev.new_optimizer()
     params = torch.as_tensor(np.stack(ev.es.ask()), dtype=torch.float32)
     members = list(range(a.population))
-    prompt_tokens = [len(ev.tasks["synthetic_recall"].prompt(i, ev.tok)) for i in batch["synthetic_recall"]]
+    prompt_tokens = [len(task.prompt(i, fit.tok)) for i in batch["synthetic_recall"]]
 
     def timed(batched: bool, batch_size: int) -> tuple[float, list[float]]:
         ev.cfg.run.batched_population, ev.cfg.run.batch_size = batched, batch_size
-        times, fit = [], []
+        times, scores = [], []
         for _ in range(a.repeats):
             if device.type == "cuda":
                 torch.cuda.synchronize()
             t = time.perf_counter()
-            res = ev._evaluate_members(members, params, batch)
+            res = fit.evaluate(members, params, batch, ev.make_policy)
             if device.type == "cuda":
                 torch.cuda.synchronize()
             times.append(time.perf_counter() - t)
-            fit = [ev.fitness(r, refs) for r in res]
-        return statistics.median(times), fit
+            scores = [ev.member_fitness(r, refs) for r in res]
+        return statistics.median(times), scores
 
     timed(True, rows)  # warm-up (allocator, kernels)
     seq_s, seq_fit = timed(False, a.samples)
@@ -110,7 +112,7 @@ def main(argv: list[str] | None = None) -> dict:
         "model": {"layers": a.layers, "hidden": a.hidden, "heads": a.heads, "kv_heads": a.kv_heads, "vocab": 96},
         "namm": {"scorer": cfg.namm.scorer, "params": ev.num_params, "n_up": a.n_up, "mode": "ragged"},
         "population": a.population, "prompts_per_member": a.samples, "rows_per_batched_pass": rows,
-        "prompt_tokens": prompt_tokens, "new_tokens": ev.tasks["synthetic_recall"].max_new_tokens,
+        "prompt_tokens": prompt_tokens, "new_tokens": task.max_new_tokens,
         "repeats": a.repeats, "sequential_s": seq_s, "batched_s": bat_s, "speedup": seq_s / bat_s,
         "same_fitness": seq_fit == bat_fit,
     }

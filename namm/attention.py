@@ -45,40 +45,47 @@ def _expand_heads(mask: torch.Tensor, groups: int) -> torch.Tensor:
 
 
 def _attend(
-    query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, mask: torch.Tensor, scaling: float, need_rows: bool
+    query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, mask: torch.Tensor, scaling: float, need_rows: bool,
+    softcap: float | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """One masked attention.
 
     Args:
         query: ``[B, Hq, q, D]``; key, value: ``[B, Hkv, N, D]``; mask: ``[B, Hkv or 1, q, N]`` bool.
+        softcap: Gemma 2's logit soft-capping (``tanh(x / c) * c``), or ``None``.
     Returns:
         ``out [B, Hq, q, D]`` and, if ``need_rows``, ``rows [B, Hkv, q, N]`` fp32 averaged over groups.
     """
     b, hq, q, d = query.shape
     hkv = key.shape[1]
     g = hq // hkv
-    if not need_rows:
+    if not need_rows and softcap is None:
         k = key.repeat_interleave(g, dim=1) if g > 1 else key
         v = value.repeat_interleave(g, dim=1) if g > 1 else value
         out = F.scaled_dot_product_attention(query, k, v, attn_mask=_expand_heads(mask, g), scale=scaling)
         return out, None
     qg = query.reshape(b, hkv, g, q, d)
     logits = torch.matmul(qg, key[:, :, None].transpose(-1, -2)) * scaling  # [B,Hkv,G,q,N]
+    if softcap is not None:
+        logits = torch.tanh(logits / softcap) * softcap
     logits = logits.masked_fill(~mask[:, :, None], float("-inf"))
     probs = torch.softmax(logits.float(), dim=-1)  # fp32 softmax, as the reference
     out = torch.matmul(probs.to(value.dtype), value[:, :, None])  # [B,Hkv,G,q,D]
-    return out.reshape(b, hq, q, d), probs.mean(dim=2)
+    return out.reshape(b, hq, q, d), (probs.mean(dim=2) if need_rows else None)
 
 
-def _plain_attention(query, key, value, attention_mask, scaling):
-    """No memory cache (e.g. ``use_cache=False``): causal attention with the 2D padding mask."""
+def _plain_attention(query, key, value, attention_mask, scaling, window=None, softcap=None):
+    """No memory cache (e.g. ``use_cache=False``): causal attention (within ``window`` positions, if set)
+    with the 2D padding mask."""
     q, n = query.shape[2], key.shape[2]
     causal = torch.ones(q, n, dtype=torch.bool, device=query.device).tril(n - q)
+    if window is not None:
+        causal = causal & ~torch.ones_like(causal).tril(n - q - window)
     mask = causal[None, None]
     if attention_mask is not None and attention_mask.dim() == 2:
         mask = mask & attention_mask[:, None, None, -n:].bool()
     mask = mask | ~mask.any(-1, keepdim=True)  # fully padded query rows: keep them finite
-    out, _ = _attend(query, key, value, mask, scaling, need_rows=False)
+    out, _ = _attend(query, key, value, mask, scaling, need_rows=False, softcap=softcap)
     return out.transpose(1, 2).contiguous(), None
 
 
@@ -90,14 +97,21 @@ def memory_attention(
     attention_mask: torch.Tensor | None,
     scaling: float | None = None,
     dropout: float = 0.0,
+    sliding_window: int | None = None,
+    softcap: float | None = None,
     **kwargs,
 ) -> tuple[torch.Tensor, None]:
     """AttentionInterface function. ``query`` ``[B, Hq, q, D]``, ``key``/``value`` ``[B, Hkv, N, D]``
-    as returned by the cache; returns ``([B, q, Hq, D], None)``."""
+    as returned by the cache; returns ``([B, q, Hq, D], None)``. ``sliding_window`` (a hybrid model's
+    sliding layers) limits each query to that many newest positions; ``softcap`` caps the logits."""
     scaling = query.shape[-1] ** -0.5 if scaling is None else scaling
     layer: MemoryLayer | None = current_layer(key)
     if layer is None:
-        return _plain_attention(query, key, value, attention_mask, scaling)
+        return _plain_attention(query, key, value, attention_mask, scaling, sliding_window, softcap)
+    window = layer.window
+    if sliding_window is not None and window != sliding_window:
+        raise ValueError(f"layer {layer.layer_idx} attends within a window of {sliding_window} but its cache was built "
+                         f"for {window}: the adapter's layer_windows() must match the model's layer_types")
 
     q = query.shape[2]
     real = None
@@ -115,9 +129,13 @@ def memory_attention(
     s = 0
     for e in cuts:
         qp = qpos[:, s : e + 1]  # [B, m]
-        mask = layer.valid[:, :, None, :] & (layer.pos[:, :, None, :] <= qp[:, None, :, None])  # [B,H,m,N]
+        kpos = layer.pos[:, :, None, :]
+        mask = layer.valid[:, :, None, :] & (kpos <= qp[:, None, :, None])  # [B,H,m,N]
+        if window is not None:
+            mask = mask & (kpos > qp[:, None, :, None] - window)
         mask = mask | (qp < 0)[:, None, :, None]  # padding queries: any finite output will do
-        out, rows = _attend(query[:, :, s : e + 1], layer.keys, layer.values, mask, scaling, policy.needs_attention)
+        out, rows = _attend(query[:, :, s : e + 1], layer.keys, layer.values, mask, scaling, policy.needs_attention,
+                            softcap)
         if rows is not None:
             policy.observe(layer.state, rows, qp)
         outs.append(out)

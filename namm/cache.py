@@ -19,7 +19,7 @@ storage is cut to the largest live count, so memory follows the kept tokens, not
 from __future__ import annotations
 
 from contextvars import ContextVar
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Sequence
 
 import torch
 from transformers.cache_utils import Cache, CacheLayerMixin
@@ -48,15 +48,22 @@ def current_layer(key: torch.Tensor) -> "MemoryLayer | None":
 
 
 class MemoryLayer(CacheLayerMixin):
-    """One transformer layer's ragged KV cache under a memory policy."""
+    """One transformer layer's ragged KV cache under a memory policy.
+
+    A sliding-window layer of a hybrid model (``window`` set) keeps its own semantics: the attention masks
+    it to the ``window`` newest positions and its policy (a recency window of that many tokens) drops the
+    rest at each update; it is not ``managed``, so it stays out of the cache statistics of the policy.
+    """
 
     is_compileable = False
-    is_sliding = False
 
-    def __init__(self, policy: "MemoryPolicy", layer_idx: int) -> None:
+    def __init__(self, policy: "MemoryPolicy", layer_idx: int, window: int | None = None) -> None:
         super().__init__()
         self.policy = policy
         self.layer_idx = layer_idx
+        self.window = window
+        self.is_sliding = window is not None
+        self.managed = window is None
         self.pos: torch.Tensor | None = None
         self.valid: torch.Tensor | None = None
         self.state: dict[str, torch.Tensor] = {}
@@ -195,22 +202,40 @@ class MemoryCache(Cache):
     Pass it to ``model(...)`` / ``model.generate(...)`` (or use :func:`namm.memory`).
     """
 
-    def __init__(self, policy: "MemoryPolicy", num_layers: int) -> None:
-        super().__init__(layers=[MemoryLayer(policy, i) for i in range(num_layers)])
+    def __init__(self, policy: "MemoryPolicy", num_layers: int,
+                 windows: "Sequence[int | None] | None" = None) -> None:
+        """``windows``: per layer, the sliding window of a hybrid model's sliding layers (``None`` = full
+        attention, managed by ``policy``)."""
+        from .policies.recency import Recency
+
+        windows = list(windows) if windows is not None else [None] * num_layers
+        if len(windows) != num_layers:
+            raise ValueError(f"{len(windows)} layer windows for {num_layers} layers")
+        layers = [MemoryLayer(policy, i) if w is None else MemoryLayer(Recency(n_up=policy.n_up, budget=int(w)), i, w)
+                  for i, w in enumerate(windows)]
+        super().__init__(layers=layers)
         self.policy = policy
+        self.memory_layers: list[MemoryLayer] = layers
 
     def add_listener(self, fn) -> None:
-        """Call ``fn(layer, view)`` after every eviction of every layer (``layer.valid`` is already
+        """Call ``fn(layer, view)`` after every eviction of every managed layer (``layer.valid`` is already
         updated; compaction has not run yet)."""
-        for layer in self.layers:
-            layer.listeners.append(fn)
+        for layer in self.memory_layers:
+            if layer.managed:
+                layer.listeners.append(fn)
 
     # ---- statistics ----------------------------------------------------------------------------
-    def cache_fraction(self, row: int | None = None) -> float:
+    def _scope(self, scope: str) -> list[MemoryLayer]:
+        if scope not in ("managed", "all"):
+            raise ValueError(f"scope must be 'managed' or 'all', got {scope!r}")
+        return [l for l in self.memory_layers if scope == "all" or l.managed]
+
+    def cache_fraction(self, row: int | None = None, scope: str = "managed") -> float:
         """Mean over layers, heads, updates (and rows, or one ``row``) of kept tokens / tokens seen;
-        1.0 before any update."""
+        1.0 before any update. ``scope``: the layers the policy manages, or ``"all"`` (a hybrid model's
+        sliding layers too)."""
         fr = []
-        for layer in self.layers:
+        for layer in self._scope(scope):
             for h in layer.history:
                 rows = h["rows"].clone()
                 if row is not None:
@@ -219,14 +244,14 @@ class MemoryCache(Cache):
                     fr.append((h["kept"][rows].float() / h["seen"][rows, None].float()).flatten())
         return float(torch.cat(fr).mean()) if fr else 1.0
 
-    def kv_bytes(self) -> int:
-        """Bytes held now by keys and values (padded storage)."""
+    def kv_bytes(self, scope: str = "all") -> int:
+        """Bytes held now by keys and values (padded storage), of all layers or the ``"managed"`` ones."""
         return sum(
             l.keys.numel() * l.keys.element_size() + l.values.numel() * l.values.element_size()
-            for l in self.layers
+            for l in self._scope(scope)
             if l.is_initialized
         )
 
     def live_tokens(self) -> list[torch.Tensor]:
         """Per layer, ``[B, H]`` live tokens now."""
-        return [l.valid.sum(-1) for l in self.layers if l.is_initialized]
+        return [l.valid.sum(-1) for l in self.memory_layers if l.is_initialized]

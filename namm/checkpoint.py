@@ -62,7 +62,8 @@ def read_namm(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict, d
     if not path.is_file():
         raise CheckpointError(f"{path}: no such weights file")
     if path.suffix in (".pt", ".pth", ".bin"):
-        raise CheckpointError(f"{path}: a torch pickle; convert it first with `namm import-reference {path} OUT.safetensors`")
+        raise CheckpointError(f"{path}: a torch pickle; convert it first with "
+                              f"`namm import-reference {path} OUT.safetensors`")
     try:
         tensors = load_file(str(path))
         from safetensors import safe_open
@@ -74,7 +75,8 @@ def read_namm(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict, d
     if meta.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a NAMM weights file (format={meta.get('format')!r}, expected {FORMAT!r})")
     if int(meta.get("version", -1)) > VERSION:
-        raise CheckpointError(f"{path}: format version {meta['version']} is newer than this code ({VERSION}); upgrade namm-testbed")
+        raise CheckpointError(f"{path}: format version {meta['version']} is newer than this code ({VERSION}); "
+                              "upgrade namm-testbed")
     missing = {"params", "mean", "var"} - set(tensors)
     if missing:
         raise CheckpointError(f"{path}: missing tensors {sorted(missing)}")
@@ -91,9 +93,11 @@ def load_namm(path: str | os.PathLike, **overrides) -> NAMM:
 
 def namm_from(tensors: dict[str, torch.Tensor], cfg: dict, path: str | os.PathLike, **overrides) -> NAMM:
     """Build a NAMM from what :func:`read_namm` returned (``path`` only names the file in errors)."""
-    spectral = SpectralConfig(n_fft=cfg["n_fft"], hop=cfg["hop"], ema=cfg["ema"], n_pos=cfg["n_pos"], pos_base=cfg["pos_base"])
+    spectral = SpectralConfig(n_fft=cfg["n_fft"], hop=cfg["hop"], ema=cfg["ema"], n_pos=cfg["n_pos"],
+                              pos_base=cfg["pos_base"])
     if spectral.feature_dim != cfg["feature_dim"]:
-        raise CheckpointError(f"{path}: feature_dim {cfg['feature_dim']} does not match its STFT/age settings ({spectral.feature_dim})")
+        raise CheckpointError(f"{path}: feature_dim {cfg['feature_dim']} does not match its STFT/age settings "
+                              f"({spectral.feature_dim})")
     kw = dict(params=tensors["params"], mean=tensors["mean"], var=tensors["var"], scorer=cfg["scorer"],
               hidden=cfg["hidden"], n_up=cfg["n_up"], mode=cfg["mode"], spectral=spectral,
               budget=cfg.get("budget"), pool=cfg.get("pool", 1))  # older files have neither

@@ -33,13 +33,15 @@ from .config import ConfigError
 from .config import require as _require
 from .evaluation.rl import rollout
 from .evaluation.rl import write_results as write_rl_results
-from .evaluation.text import evaluate, task_examples, write_results
+from .evaluation.table import matched_budget as _matched_budget
+from .evaluation.table import matched_table
+from .evaluation.text import task_examples
 from .evaluation.video import evaluate_video, load_video_data, plot_heatmap, write_video_results
 from .evolution import config_from_dict, evolve, load_config
 from .io import write_csv, write_json, write_text
 from .memory import memory
 from .models.zoo import ZOO_VIDEO
-from .plots import return_vs_cache, save_heatmap, score_vs_cache
+from .plots import return_vs_cache, save_heatmap
 from .policies import POLICIES, FullCache
 from .tasks.zoo import ZOO_TASKS, format_prompt
 
@@ -189,11 +191,6 @@ def _row(modality: str, task: str, policy: str, score: float, frac: float, **ext
             "mean_cache_fraction": float(frac), **extra}
 
 
-def _matched_budget(frac: float) -> float | None:
-    """A baseline's budget at the NAMM's measured cache fraction (None = uncapped when it kept everything)."""
-    return None if frac >= 0.999 else max(frac, 1e-3)
-
-
 # --------------------------------------------------------------------------- stages
 def stage_weights(cfg: PipelineConfig, out: Path, resume: bool = False) -> tuple[Path, dict[str, Any]]:
     """Evolve (or pick) the NAMM weights every later stage uses unchanged. ``resume``: continue the run
@@ -238,37 +235,12 @@ def stage_language(cfg: PipelineConfig, weights: Path, out: Path) -> list[dict[s
           f"{lc.context_tokens} tokens")
     examples = {t: task_examples(tok, t, lc.samples, lc.seed, lc.context_tokens, lc.data_dir) for t in lc.tasks}
     namm = resolve_policy(str(weights), n_up=lc.n_up)
-    n_up = namm.n_up
-    rows: list[dict[str, Any]] = []
-    per_policy: dict[str, dict[str, Any]] = {}
-
-    def run(name: str, policy, tasks: list[str]) -> dict[str, Any]:
-        res = evaluate(model, tok, policy, tasks, lc.samples, lc.seed, lc.context_tokens, lc.batch_size, examples,
-                       progress=cfg.progress)
-        agg = per_policy.setdefault(name, {"policy": name, "tasks": {}})
-        agg["tasks"].update(res["tasks"])
-        agg.setdefault("predictions", []).extend(res["predictions"])
-        for t, v in res["tasks"].items():
-            rows.append(_row("language", t, name, v["score"], v["mean_cache_fraction"], n=v["n"],
-                             describe=res["policy"]))
-        return res
-
-    nres = run("namm", namm, lc.tasks)
-    run("full", FullCache(n_up=n_up), lc.tasks)
-    for t in lc.tasks:
-        budget = _matched_budget(nres["tasks"][t]["mean_cache_fraction"])
-        for b in cfg.baselines:
-            run(b, resolve_policy(b, n_up=n_up, budget=budget), [t])
-    summary = []
-    for name, agg in per_policy.items():
-        ts = agg["tasks"].values()
-        agg["mean_score"] = sum(v["score"] for v in ts) / len(ts)
-        agg["mean_cache_fraction"] = sum(v["mean_cache_fraction"] for v in ts) / len(ts)
-        agg.update(seed=lc.seed, samples=lc.samples, model=lc.model)
-        write_results(out / "language" / name, agg)
-        summary.append({"name": name, "policy": name, "mean_score": agg["mean_score"],
-                        "mean_cache_fraction": agg["mean_cache_fraction"]})
-    score_vs_cache(summary, out / "language" / "score_vs_cache.png")
+    results = matched_table(model, tok, lc.tasks, namm, out / "language", baselines=cfg.baselines, samples=lc.samples,
+                            seed=lc.seed, context_tokens=lc.context_tokens, batch_size=lc.batch_size,
+                            progress=cfg.progress, examples=examples, info={"model": lc.model})
+    rows = [_row("language", t, name, v["score"], v["mean_cache_fraction"], n=v["n"],
+                 describe=v.get("describe", r["policy"]))
+            for name, r in results.items() for t, v in r["tasks"].items()]
     ex = examples[lc.tasks[0]][0]
     prompt = format_prompt(lc.tasks[0], ex) if lc.tasks[0] in ZOO_TASKS else ex.get("context", "")
     _kept_heatmap(model, tok, namm, prompt, out / "language" / "namm_kept.png",
@@ -381,9 +353,10 @@ def write_report(cfg: PipelineConfig, out: Path, rows: list[dict[str, Any]], wei
              ("language: prompt tokens the NAMM kept", out / "language" / "namm_kept.png"),
              ("video: frame tokens the NAMM kept", out / "video" / "namm_frames.png"),
              ("rl: return vs cache fraction", out / "rl" / "return_vs_cache.png")]
-    md = [f"# NAMM transfer report\n",
+    md = ["# NAMM transfer report\n",
           f"Weights: **{weights_info['source']}** `{weights_info['path']}`"
-          + (f" ({weights_info['generations']} generations, {weights_info['wall_s']} s)" if "generations" in weights_info else "")
+          + (f" ({weights_info['generations']} generations, {weights_info['wall_s']} s)"
+             if "generations" in weights_info else "")
           + ", used unchanged in every row.\n",
           f"Machine: {_machine()}. Wall time: {wall / 60:.1f} min. Config: `config.yaml`"
           + (f" (from `{config_path}`)" if config_path else " (the embedded default)") + ".\n",

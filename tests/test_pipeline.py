@@ -92,7 +92,8 @@ def test_tiny_pipeline_end_to_end(tmp_path, tiny_dt, tiny_video):
     assert "| language | kv_retrieval |" in text and "| rl | hopper-medium |" in text
     assert "| video | zoo-video |" in text
     for f in ("config.yaml", "table.csv", "evolve/fitness.png", "language/score_vs_cache.png",
-              "language/namm_kept.png", "rl/return_vs_cache.png", "video/namm_frames.png", "rl/hopper-medium/namm/results.json",
+              "language/namm_kept.png", "rl/return_vs_cache.png", "video/namm_frames.png",
+              "rl/hopper-medium/namm/results.json",
               "language/namm/predictions.jsonl", "language/h2o/predictions.jsonl"):
         assert (out / f).is_file(), f
     # the resolved config re-runs as a file

@@ -4,11 +4,12 @@ The built-in families register on import, newest first; :func:`adapter_for` find
 """
 
 from .base import ADAPTERS, Adapter, adapter_for, register_adapter
-from .llama import LLAMA, LlamaFamily
 from .decision_transformer import DECISION_TRANSFORMER, DecisionTransformerAdapter
+from .llama import LLAMA, LlamaFamily
+from .gemma import GEMMA, GemmaFamily
 from .llava_next_video import LLAVA_NEXT_VIDEO, LlavaNextVideoAdapter
 
 __all__ = [
-    "ADAPTERS", "Adapter", "adapter_for", "register_adapter", "LLAMA", "LlamaFamily",
+    "ADAPTERS", "Adapter", "adapter_for", "register_adapter", "LLAMA", "LlamaFamily", "GEMMA", "GemmaFamily",
     "DECISION_TRANSFORMER", "DecisionTransformerAdapter", "LLAVA_NEXT_VIDEO", "LlavaNextVideoAdapter",
 ]

@@ -62,13 +62,36 @@ class Adapter:
     def detach(self, model: torch.nn.Module, prev) -> None:
         self.set_attention(model, prev)
 
+    def layer_windows(self, model: torch.nn.Module) -> list[int | None]:
+        """Per layer: the window of a sliding-attention layer, ``None`` for a full-attention one (which the
+        policy manages). Read from ``config.layer_types`` (Gemma 2/3, Cohere 2, gpt-oss, Qwen with a window)."""
+        cfg = self.text_config(model)
+        types = getattr(cfg, "layer_types", None)
+        if types is None:
+            return [None] * self.num_layers(model)
+        window = getattr(cfg, "sliding_window", None)
+        return [int(window) if t == "sliding_attention" else None for t in types]
+
     def check(self, model: torch.nn.Module) -> None:
         """Refuse configurations the core cannot honour, with the reason."""
         cfg = self.text_config(model)
+        types = getattr(cfg, "layer_types", None)
+        if types is not None:
+            other = sorted(set(types) - {"full_attention", "sliding_attention"})
+            if other:
+                raise ValueError(f"{type(model).__name__} has layers of type {other}; the memory core serves "
+                                 "full_attention and sliding_attention layers only")
+            if "full_attention" not in types:
+                raise ValueError(f"every layer of {type(model).__name__} uses a sliding window: there is no "
+                                 "full-attention layer for a memory policy to manage")
+            if "sliding_attention" in types and not getattr(cfg, "sliding_window", None):
+                raise ValueError(f"{type(model).__name__} has sliding_attention layers but no config.sliding_window")
+            return
         if getattr(cfg, "use_sliding_window", True) and getattr(cfg, "sliding_window", None):
             raise ValueError(
-                f"{type(model).__name__} uses a sliding attention window ({cfg.sliding_window}); the memory "
-                "policy replaces the window. Set config.sliding_window = None to run it under a memory policy."
+                f"{type(model).__name__} uses a sliding attention window ({cfg.sliding_window}) in every layer and "
+                "its config has no layer_types; the memory policy would replace the window. Set "
+                "config.sliding_window = None to run it under a memory policy."
             )
 
     def cache_kwarg(self, model: torch.nn.Module) -> str:
@@ -77,7 +100,7 @@ class Adapter:
         return "cache" if "cache" in params else "past_key_values"
 
     def new_cache(self, model: torch.nn.Module, policy: MemoryPolicy) -> MemoryCache:
-        return MemoryCache(policy, self.num_layers(model))
+        return MemoryCache(policy, self.num_layers(model), windows=self.layer_windows(model))
 
 
 ADAPTERS: list[Adapter] = []

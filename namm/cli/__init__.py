@@ -41,6 +41,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # "Loading weights" bars would bury our own progress and error lines
     try:
         args.fn(args)
     except (ValueError, FileNotFoundError, ImportError) as e:  # bad input: one clear line, no traceback

@@ -36,6 +36,27 @@ def run_eval(a: argparse.Namespace) -> None:
     score_vs_cache(rows, out / "score_vs_cache.png")
 
 
+def run_table(a: argparse.Namespace) -> None:
+    import torch
+
+    from namm import models, tasks
+    from namm.checkpoint import resolve_policy
+    from namm.evaluation.table import matched_table
+    from namm.evaluation.text import check_context
+
+    names = tasks.expand(a.tasks)
+    namm = resolve_policy(a.namm, n_up=a.n_up)
+    baselines = [b for b in a.baselines.split(",") if b]
+    for b in baselines:
+        resolve_policy(b, n_up=namm.n_up, budget=0.5)  # unknown names are refused before the model loads
+    model, tok = models.load(a.model, "lm", device=a.device, dtype=getattr(torch, a.dtype))
+    check_context(model, a.context_tokens, max(tasks.make(t).max_new_tokens for t in names))
+    matched_table(model, tok, names, namm, Path(a.out), baselines=baselines, samples=a.samples, seed=a.seed,
+                  context_tokens=a.context_tokens, batch_size=a.batch_size, match=a.match, data_dir=a.data_dir,
+                  info={"model": a.model, "namm": a.namm})
+    print((Path(a.out) / "table.md").read_text())
+
+
 def run_compare(a: argparse.Namespace) -> None:
     from namm.evaluation.text import compare
     from namm.io import write_json
@@ -47,7 +68,8 @@ def run_compare(a: argparse.Namespace) -> None:
         print(f"{t:20s} {v['n']:4d} {v['a']:7.2f} {v['b']:7.2f} {v['diff']:+7.2f}  [{v['ci'][0]:+6.2f}, {v['ci'][1]:+6.2f}]"
               f"  {v['wins']:3d}  {v['losses']:3d}  {v['a_cache']:.3f}/{v['b_cache']:.3f}")
     m = res["mean"]
-    print(f"{'mean over tasks':20s} {'':4s} {m['a']:7.2f} {m['b']:7.2f} {m['diff']:+7.2f}  [{m['ci'][0]:+6.2f}, {m['ci'][1]:+6.2f}]")
+    print(f"{'mean over tasks':20s} {'':4s} {m['a']:7.2f} {m['b']:7.2f} {m['diff']:+7.2f}  "
+          f"[{m['ci'][0]:+6.2f}, {m['ci'][1]:+6.2f}]")
     if a.out:
         write_json(Path(a.out), res)
 
@@ -68,6 +90,25 @@ def add(sub) -> None:
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     p.add_argument("--out", required=True)
     p.set_defaults(fn=run_eval)
+
+    p = sub.add_parser("table", help="the transfer table: a NAMM, the full cache and every baseline at the NAMM's "
+                       "measured cache fraction, paired intervals")
+    p.add_argument("--model", default="zoo", help="a model name (namm models list), a local folder or a hub id")
+    p.add_argument("--namm", default="namm", help="NAMM weights (default: the shipped ones)")
+    p.add_argument("--baselines", default="h2o,l2,streamingllm,snapkv,tova", help="comma-separated policy names")
+    p.add_argument("--tasks", default="zoo", help="comma-separated task ids or suites")
+    p.add_argument("--samples", type=int, default=64, help="instances per task")
+    p.add_argument("--seed", type=int, default=1000, help="seed of the held-out task instances")
+    p.add_argument("--context-tokens", type=int, default=2048)
+    p.add_argument("--match", choices=["task", "mean"], default="task",
+                   help="baseline budget: the NAMM's fraction on each task, or its mean over tasks")
+    p.add_argument("--n-up", type=int, default=None, help="memory update period (default: the NAMM's)")
+    p.add_argument("--data-dir", default=None, help="LongBench JSONL folder (default: $LONGBENCH_DIR)")
+    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    p.add_argument("--out", required=True)
+    p.set_defaults(fn=run_table)
 
     p = sub.add_parser("compare", help="pair two `namm eval` policy folders example by example (B - A, bootstrap CI)")
     p.add_argument("a", help="policy folder A (with predictions.jsonl), e.g. runs/table/a/full")

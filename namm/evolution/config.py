@@ -47,7 +47,8 @@ class ModelConfig:
         ok = dev in ("auto", "cpu", "cuda") or (dev.startswith("cuda:") and dev[5:].isdigit())
         _require(ok, f"{at}.device", dev, "use 'auto', 'cpu', 'cuda' or 'cuda:N'")
         if self.rope_theta is not None:
-            _require(self.rope_theta > 0, f"{at}.rope_theta", self.rope_theta, "use a positive RoPE base (or null to keep the model's)")
+            _require(self.rope_theta > 0, f"{at}.rope_theta", self.rope_theta,
+                     "use a positive RoPE base (or null to keep the model's)")
         if self.max_position_embeddings is not None:
             _require(self.max_position_embeddings > 0, f"{at}.max_position_embeddings", self.max_position_embeddings,
                      "use a positive int (or null to keep the model's)")
@@ -160,6 +161,7 @@ class TaskDataConfig:
     samples: int = 64  # prompts drawn per generation (the same for every member)
     max_prompt_tokens: int = 6500  # longer prompts are cut in the middle
     max_new_tokens: int | None = None  # default: the task's own
+    max_steps: int = 1000  # RL tasks: env steps per episode (D4RL's time limit)
 
     def check(self, at: str) -> None:
         if self.limit is not None:
@@ -170,6 +172,7 @@ class TaskDataConfig:
         _require(self.max_prompt_tokens >= 2, f"{at}.max_prompt_tokens", self.max_prompt_tokens, "use at least 2 tokens")
         if self.max_new_tokens is not None:
             _require(self.max_new_tokens >= 1, f"{at}.max_new_tokens", self.max_new_tokens, "use a positive count (or null)")
+        _require(self.max_steps >= 1, f"{at}.max_steps", self.max_steps, "use a positive number of env steps")
 
 
 @dataclass

@@ -101,3 +101,4 @@ def task_fitness(score: float, reference: float, min_reference: float = 1e-6) ->
 
 
 register_fitness("language", "namm.evolution.language:LanguageFitness", task_kind="text")
+register_fitness("rl", "namm.evolution.rl:RLFitness", task_kind="rl")

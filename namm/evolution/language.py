@@ -145,7 +145,8 @@ class LanguageFitness(Fitness):
         rows, fracs = generate(self.model, policy, prompts, max_new_tokens, self.pad_id, self.eos_ids)
         return [(self.tok.decode(r, skip_special_tokens=True), f) for r, f in zip(rows, fracs)]
 
-    def likelihood(self, policy, prompts: Sequence[Sequence[int]], answers: Sequence[Sequence[int]]) -> list[tuple[float, float]]:
+    def likelihood(self, policy, prompts: Sequence[Sequence[int]],
+                   answers: Sequence[Sequence[int]]) -> list[tuple[float, float]]:
         """``100 * exp(mean log p(answer token))`` after each prompt (teacher-forced, one forward pass), with
         the row's mean cache fraction: a member that keeps the needle half-legible scores between one that
         keeps it and one that lost it, where exact match gives the latter two the same 0."""

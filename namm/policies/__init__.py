@@ -11,10 +11,12 @@ from .h2o import H2O
 from .l2 import L2Norm
 from .namm import NAMM
 from .recency import Recency
+from .snapkv import SnapKV
 from .streaming import StreamingLLM
+from .tova import TOVA
 
 POLICIES: dict[str, type[MemoryPolicy]] = {
-    p.name: p for p in (FullCache, H2O, L2Norm, StreamingLLM, Recency, NAMM)
+    p.name: p for p in (FullCache, H2O, L2Norm, StreamingLLM, Recency, SnapKV, TOVA, NAMM)
 }
 
 
@@ -40,6 +42,8 @@ def default_policies(n_up: int = 512, budget: float | int = 0.5) -> list[MemoryP
         L2Norm(n_up=n_up, budget=budget),
         StreamingLLM(n_up=n_up, budget=budget),
         Recency(n_up=n_up, budget=budget),
+        SnapKV(n_up=n_up, budget=budget, window=min(32, n_up)),
+        TOVA(n_up=n_up, budget=budget),
         NAMM(n_up=n_up, budget=budget),
         NAMM(n_up=n_up, budget=budget, mode="ragged"),
     ]
@@ -48,6 +52,6 @@ def default_policies(n_up: int = 512, budget: float | int = 0.5) -> list[MemoryP
 DEFAULT_POLICIES = default_policies()
 
 __all__ = [
-    "MemoryPolicy", "FullCache", "H2O", "L2Norm", "NAMM", "Recency", "StreamingLLM",
+    "MemoryPolicy", "FullCache", "H2O", "L2Norm", "NAMM", "Recency", "SnapKV", "StreamingLLM", "TOVA",
     "POLICIES", "register_policy", "make_policy", "default_policies", "DEFAULT_POLICIES",
 ]

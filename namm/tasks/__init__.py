@@ -8,7 +8,8 @@
 Built-in ids (registered here, on import; entry points are imported only when a task is made):
 
 * text: the language zoo (``kv_retrieval``, ``passage_retrieval``, ``code_completion``, ``qa_f1``;
-  suite ``zoo``), ``synthetic_recall``, the 21 LongBench tasks (suite ``longbench``; JSONL files);
+  suite ``zoo``), the RULER-style suite (``ruler_niah_single`` ... ``ruler_qa``; suite ``ruler``),
+  ``lm_continuation``, ``synthetic_recall``, the 21 LongBench tasks (suite ``longbench``; JSONL files);
 * video: ``zoo-video``, ``zoo-video-open``, ``mlvu``, ``longvideobench``;
 * rl: ``hopper``, ``halfcheetah``, ``walker2d`` (Gymnasium v5 MuJoCo, D4RL-normalised).
 """
@@ -25,6 +26,13 @@ for _name in _ZOO:
 register_suite("zoo", list(_ZOO))
 
 register("synthetic_recall", "namm.tasks.synthetic:text_task", family="synthetic")
+
+_RULER = ("ruler_niah_single", "ruler_niah_multikey", "ruler_niah_multivalue", "ruler_niah_multiquery", "ruler_vt",
+          "ruler_cwe", "ruler_fwe", "ruler_qa")
+for _name in _RULER:
+    register(_name, "namm.tasks.ruler:text_task", family="ruler", name=_name)
+register_suite("ruler", list(_RULER))
+register("lm_continuation", "namm.tasks.continuation:text_task", family="lm_continuation")
 
 
 def _longbench_names() -> tuple[str, ...]:

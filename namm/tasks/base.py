@@ -40,6 +40,9 @@ class TextTask:
         make_examples: ``(tokenizer, n, seed, context_tokens, data_dir) -> [example]``; generated tasks
             size their contexts with the tokenizer, file-based ones (LongBench) read ``data_dir``.
         template: ``str.format`` template over ``{context}`` and ``{input}``; the answer follows it.
+        answer_prefix: the start of the answer, written for the model after the template (after the
+            assistant's turn opens, with a chat template), e.g. RULER's "The special magic number ... is";
+            an example's own ``answer_prefix`` wins.
         metric: a name in :data:`namm.tasks.metrics.METRICS` (0..1 per example, best over the answers).
         max_new_tokens: generation length.
         chat: wrap the prompt in the model's chat template when it has one (instruct models).
@@ -51,12 +54,15 @@ class TextTask:
         source: ``"generated"`` (seeded, ``n`` drawn) or ``"files"`` (read, the first ``n``).
         chance: what guessing scores (0..100), recorded with results; ``None`` when undefined.
         chance_fn: computes the chance level from the examples instead (e.g. 1 / paragraphs in view).
+        provenance: what generated examples depend on beyond the seed (e.g. the corpus fingerprint),
+            recorded with results.
         family: a group name (``ruler-niah``, ``zoo``, ``longbench``): held-out splits are by family.
     """
 
     name: str
     make_examples: Examples
     template: str = "{context}\n\n{input}\n"
+    answer_prefix: str = ""
     metric: str = "qa_f1"
     max_new_tokens: int = 32
     chat: bool = False
@@ -66,6 +72,7 @@ class TextTask:
     source: Literal["generated", "files"] = "generated"
     chance: float | None = None
     chance_fn: Callable[[list[dict]], float] | None = None
+    provenance: Callable[[], dict] | None = None
     family: str = ""
     description: str = field(default="", compare=False)
 
@@ -88,7 +95,10 @@ class TextTask:
             text = self.template.format(context=example["context"], input=example["input"])
         except KeyError as e:
             raise ValueError(f"task {self.name!r}: example lacks field {e.args[0]!r} needed by the prompt") from None
-        return chat_wrap(tokenizer, text) if self.chat and tokenizer is not None else text
+        prefix = example.get("answer_prefix", self.answer_prefix)
+        if self.chat and tokenizer is not None and getattr(tokenizer, "chat_template", None):
+            return chat_wrap(tokenizer, text) + prefix  # the answer starts inside the assistant's turn
+        return f"{text}\n{prefix}" if prefix else text
 
     def target(self, example: dict) -> str:
         """What the model should write: the first gold answer (all of them, comma-separated, when every
@@ -138,14 +148,13 @@ class RLTask:
 
     name: str  # the D4RL key: hopper, halfcheetah, walker2d
     gym_id: str
+    make_env_fn: Callable[..., Any]
+    normalize_fn: Callable[[str, float], float]
     description: str = field(default="", compare=False)
 
     def make_env(self, **kwargs):
-        from .gym_envs import make_env
-
-        return make_env(self.name, **kwargs)
+        """A fresh ``gymnasium.Env`` (``kwargs`` go to ``gymnasium.make``)."""
+        return self.make_env_fn(self.name, **kwargs)
 
     def normalized_score(self, total_return: float) -> float:
-        from .d4rl import normalized_score
-
-        return normalized_score(self.name, total_return)
+        return self.normalize_fn(self.name, total_return)

@@ -154,6 +154,15 @@ class Corpus:
     def __len__(self) -> int:
         return len(self.docs)
 
+    def fingerprint(self, split: str | None = HELDOUT) -> str:
+        """12 hex digits naming the documents of ``split`` (ids and texts): two runs drew their
+        instances from the same documents iff their fingerprints agree."""
+        h = hashlib.sha1()
+        for d in self.docs:
+            if split is None or d.split == split:
+                h.update(f"{d.id}\0{hashlib.sha1(d.text.encode()).hexdigest()}\n".encode())
+        return h.hexdigest()[:12]
+
     def stats(self) -> dict:
         """Counts and UTF-8 bytes per split and per origin."""
         out: dict = {"files": len(self.docs), "bytes": 0, "splits": {}, "origins": {}}

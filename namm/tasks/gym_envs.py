@@ -205,5 +205,7 @@ def collect_random_dataset(env_name: str, n_steps: int, seed: int | None = 0,
 def rl_task(name: str):
     """The registry's view of a D4RL locomotion task on its Gymnasium v5 environment."""
     from .base import RLTask
+    from .d4rl import normalized_score
 
-    return RLTask(name=name, gym_id=GYM_IDS[name], description=f"{GYM_IDS[name]}, D4RL-normalised return")
+    return RLTask(name=name, gym_id=GYM_IDS[name], make_env_fn=make_env, normalize_fn=normalized_score,
+                  description=f"{GYM_IDS[name]}, D4RL-normalised return")

@@ -25,7 +25,6 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
-
 Classes = Sequence[str] | None  # a task's class names (classification tasks only)
 
 

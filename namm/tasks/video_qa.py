@@ -33,7 +33,8 @@ import numpy as np
 __all__ = [
     "LETTERS", "VideoQAItem", "VideoQADataError", "MissingVideoError", "VideoDecodeError",
     "load_longvideobench", "load_mlvu", "uniform_indices", "sample_frames", "load_frames",
-    "build_prompt", "chat_prompt", "parse_answer", "score", "make_synthetic_video_qa", "synthetic_items", "synthetic_qa_item",
+    "build_prompt", "chat_prompt", "parse_answer", "score", "make_synthetic_video_qa", "synthetic_items",
+    "synthetic_qa_item",
     "SYNTHETIC_KINDS",
 ]
 

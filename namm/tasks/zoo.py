@@ -52,16 +52,19 @@ from .corpus import HELDOUT, TRAIN, Corpus, Document, default_corpus
 
 __all__ = [
     "ZooTask", "ZOO_TASKS", "DATASET2PROMPT", "DATASET2MAXLEN", "DATASET2METRIC",
-    "kv_retrieval", "passage_retrieval", "code_completion", "qa_f1",
-    "training_mixture", "format_prompt", "build_zoo", "text_task",
+    "kv_retrieval", "passage_retrieval", "code_completion", "qa_f1", "generate_examples",
+    "training_mixture", "format_prompt", "build_zoo", "text_task", "register_zoo_task",
+    # building blocks for task variants (experiments): a token-counting pool, length fitting, passages
+    "Pool", "select_docs", "fit_to_tokens", "filler_chunks", "prefix_lines", "insert_items", "cue_lines",
+    "passage_candidates", "passage_order",
 ]
 
 _MAX_ATTEMPTS = 25
-_Line = tuple[str, int, str]  # (text ending in "\n", token count, doc id)
+Line = tuple[str, int, str]  # (text ending in "\n", token count, doc id)
 
 
 # ----------------------------------------------------------------------------- documents
-def _select(docs: Corpus | Iterable[Document | dict], split: str | None) -> list[Document]:
+def select_docs(docs: Corpus | Iterable[Document | dict], split: str | None) -> list[Document]:
     """Documents of one split, sorted by id (so the caller's ordering never matters)."""
     if isinstance(docs, Corpus):
         docs = docs.docs
@@ -80,7 +83,7 @@ def _path(doc_id: str) -> str:
     return doc_id.split(":", 1)[-1]
 
 
-class _Pool:
+class Pool:
     """Documents of one split with lazily cached per-line token counts and per-task analyses."""
 
     def __init__(self, tokenizer: Any, docs: list[Document]):
@@ -126,10 +129,10 @@ class _Pool:
 
 
 # ----------------------------------------------------------------------------- haystack helpers
-def _chunks(pool: _Pool, rng: random.Random, n_tokens: int, span: tuple[int, int] = (16, 64)
-            ) -> list[_Line]:
+def filler_chunks(pool: Pool, rng: random.Random, n_tokens: int, span: tuple[int, int] = (16, 64)
+            ) -> list[Line]:
     """Filler: random runs of consecutive lines from random documents, blank line between runs."""
-    out: list[_Line] = []
+    out: list[Line] = []
     total = 0
     while total < n_tokens:
         doc = rng.choice(pool.docs)
@@ -141,11 +144,11 @@ def _chunks(pool: _Pool, rng: random.Random, n_tokens: int, span: tuple[int, int
     return out
 
 
-def _files(pool: _Pool, rng: random.Random, n_tokens: int,
-           keep: Callable[[Document], bool] = lambda d: True) -> list[_Line]:
+def _files(pool: Pool, rng: random.Random, n_tokens: int,
+           keep: Callable[[Document], bool] = lambda d: True) -> list[Line]:
     """Filler: whole Python files in a seeded order, each under a ``# file: path`` header."""
     order = rng.sample(pool.py, len(pool.py))
-    out: list[_Line] = []
+    out: list[Line] = []
     total = 0
     for doc in itertools.chain.from_iterable(itertools.repeat(order, 4)):  # small pools repeat
         if total >= n_tokens:
@@ -159,7 +162,7 @@ def _files(pool: _Pool, rng: random.Random, n_tokens: int,
     return out
 
 
-def _prefix(lines: list[_Line], budget: int) -> list[_Line]:
+def prefix_lines(lines: list[Line], budget: int) -> list[Line]:
     """The shortest prefix of ``lines`` holding at least ``budget`` tokens."""
     total = 0
     for i, (_, k, _) in enumerate(lines):
@@ -169,8 +172,8 @@ def _prefix(lines: list[_Line], budget: int) -> list[_Line]:
     return lines
 
 
-def _insert(lines: list[_Line], items: list[tuple[float, str]],
-            snap: Callable[[list[_Line], int], int] | None = None) -> tuple[str, list[int]]:
+def insert_items(lines: list[Line], items: list[tuple[float, str]],
+            snap: Callable[[list[Line], int], int] | None = None) -> tuple[str, list[int]]:
     """Join ``lines`` with each item inserted at its token fraction; returns (text, char offsets)."""
     cum = list(itertools.accumulate(k for _, k, _ in lines))
     total = cum[-1] if cum else 0
@@ -191,7 +194,7 @@ def _insert(lines: list[_Line], items: list[tuple[float, str]],
     return "".join(parts), pos
 
 
-def _fit(pool: _Pool, build: Callable[[int], dict | None], target: int) -> dict | None:
+def fit_to_tokens(pool: Pool, build: Callable[[int], dict | None], target: int) -> dict | None:
     """Call ``build(budget)`` until the context is within 4% of ``target`` tokens (10% at worst).
 
     ``build`` must be deterministic (all random draws made beforehand) and return a dict with
@@ -221,7 +224,7 @@ def _fit(pool: _Pool, build: Callable[[int], dict | None], target: int) -> dict 
 
 
 # ----------------------------------------------------------------------------- task makers
-def _kv_maker(pool: _Pool, rng: random.Random, target: int, u: float) -> dict | None:
+def _kv_maker(pool: Pool, rng: random.Random, target: int, u: float) -> dict | None:
     n_pairs = max(4, target // 256)
     pairs: list[tuple[str, str]] = []
     used: set[str] = set()
@@ -234,15 +237,15 @@ def _kv_maker(pool: _Pool, rng: random.Random, target: int, u: float) -> dict | 
     records = [f"KEY {k} HAS VALUE {v}\n" for k, v in pairs]
     fracs = [rng.random() for _ in pairs]
     fracs[q] = u
-    filler = _chunks(pool, rng, int(1.5 * target) + 64)
+    filler = filler_chunks(pool, rng, int(1.5 * target) + 64)
     rec_tokens = sum(pool.ntok(r) for r in records)
 
     def build(budget: int) -> dict:
-        lines = _prefix(filler, budget - rec_tokens)
-        text, pos = _insert(lines, list(zip(fracs, records)))
+        lines = prefix_lines(filler, budget - rec_tokens)
+        text, pos = insert_items(lines, list(zip(fracs, records)))
         return {"context": text, "needle": pos[q], "doc_ids": {d for _, _, d in lines}}
 
-    got = _fit(pool, build, target)
+    got = fit_to_tokens(pool, build, target)
     key, value = pairs[q]
     if got is None or got["context"].count(key) != 1 or got["context"].count(value) != 1:
         return None
@@ -252,14 +255,14 @@ def _kv_maker(pool: _Pool, rng: random.Random, target: int, u: float) -> dict | 
 _WORD = re.compile(r"[A-Za-z]{2,}")
 
 
-def _cue_lines(passage: str) -> list[str]:
+def cue_lines(passage: str) -> list[str]:
     """Lines distinctive enough to identify a passage: long, wordy, unique within it."""
     lines = [s.strip() for s in passage.split("\n")]
     return [s for s in lines if 20 <= len(s) <= 150 and len(_WORD.findall(s)) >= 3
             and lines.count(s) == 1 and "Paragraph" not in s]
 
 
-def _passage_candidates(pool: _Pool, rng: random.Random, target: int, label_tokens: int = 6
+def passage_candidates(pool: Pool, rng: random.Random, target: int, label_tokens: int = 6
                         ) -> list[tuple[str, int, str]]:
     """Runs of held-out lines, ~target/20 tokens each, enough for the context: ``(text, tokens + the
     label's ``label_tokens``, doc id)``; the first is the needle passage."""
@@ -283,7 +286,7 @@ def _passage_candidates(pool: _Pool, rng: random.Random, target: int, label_toke
     return cands
 
 
-def _passage_order(needle: tuple, others: list[tuple], budget: int, u: float) -> tuple[list[tuple], int]:
+def passage_order(needle: tuple, others: list[tuple], budget: int, u: float) -> tuple[list[tuple], int]:
     """Passages filling ``budget`` tokens with the needle at index k (the fraction ``u`` of the way in)."""
     taken, total = [], needle[1]
     for c in others:
@@ -295,22 +298,22 @@ def _passage_order(needle: tuple, others: list[tuple], budget: int, u: float) ->
     return taken[:k] + [needle] + taken[k:], k
 
 
-def _passage_maker(pool: _Pool, rng: random.Random, target: int, u: float) -> dict | None:
-    cands = _passage_candidates(pool, rng, target)  # +6 tokens each: "Paragraph N:" header and separator
-    cues = _cue_lines(cands[0][0]) if cands else []
+def _passage_maker(pool: Pool, rng: random.Random, target: int, u: float) -> dict | None:
+    cands = passage_candidates(pool, rng, target)  # +6 tokens each: "Paragraph N:" header and separator
+    cues = cue_lines(cands[0][0]) if cands else []
     if not cues:
         return None
     needle, cue = cands[0], rng.choice(cues)
     others = [c for c in cands[1:] if cue not in c[0]]
 
     def build(budget: int) -> dict:
-        order, k = _passage_order(needle, others, budget, u)
+        order, k = passage_order(needle, others, budget, u)
         blocks = [f"Paragraph {j + 1}:\n{text}" for j, (text, _, _) in enumerate(order)]
         pos = sum(len(b) + 2 for b in blocks[:k])
         return {"context": "\n\n".join(blocks), "needle": pos, "answer": f"Paragraph {k + 1}",
                 "doc_ids": {d for _, _, d in order}}
 
-    got = _fit(pool, build, target)
+    got = fit_to_tokens(pool, build, target)
     if got is None or got["context"].count(cue) != 1:
         return None
     return {**got, "input": f"Which paragraph contains the following line?\n{cue}",
@@ -321,7 +324,7 @@ _IDENT = re.compile(r"\b[A-Za-z_][A-Za-z0-9_]{3,}\b")
 _COMMON = set(keyword.kwlist) | set(dir(builtins)) | {"self", "args", "kwargs", "return", "None"}
 
 
-def _code_targets(pool: _Pool, doc: Document) -> list[tuple[int, int, int]]:
+def _code_targets(pool: Pool, doc: Document) -> list[tuple[int, int, int]]:
     """(target line, anchor line, tokens from anchor to target) for completion-worthy lines.
 
     The anchor is the line where the target's least recently seen identifier last appeared:
@@ -349,7 +352,7 @@ def _code_targets(pool: _Pool, doc: Document) -> list[tuple[int, int, int]]:
     return out
 
 
-def _code_maker(pool: _Pool, rng: random.Random, target: int, u: float) -> dict | None:
+def _code_maker(pool: Pool, rng: random.Random, target: int, u: float) -> dict | None:
     if not pool.py:
         return None
     want = (1 - u) * target
@@ -376,14 +379,14 @@ def _code_maker(pool: _Pool, rng: random.Random, target: int, u: float) -> dict 
             k += lines[s][1]
         if s > a:
             return None
-        pre = _prefix(filler, room - k) if s == 0 else []
+        pre = prefix_lines(filler, room - k) if s == 0 else []
         head = "".join(x for x, _, _ in pre)
         cur = header + "".join(x for x, _ in lines[s:t])
         needle = len(head) + len(header) + sum(len(x) for x, _ in lines[s:a])
         return {"context": head + cur, "needle": needle,
                 "doc_ids": {d for _, _, d in pre} | {doc.id}}
 
-    got = _fit(pool, build, target)
+    got = fit_to_tokens(pool, build, target)
     if got is None:
         return None
     return {**got, "input": "Next line of code:", "answers": [lines[t][0].strip()]}
@@ -423,7 +426,7 @@ def _functions(doc: Document) -> list[tuple[str, str, str]]:
     return out
 
 
-def _top_level(lines: list[_Line], idx: int) -> int:
+def _top_level(lines: list[Line], idx: int) -> int:
     """Move an insertion point forward (at most 40 lines) to a blank line before top-level code."""
     for i in range(idx, min(idx + 40, len(lines))):
         if i > 0 and not lines[i - 1][0].strip() and lines[i][0][:1] not in (" ", "\t", "\n"):
@@ -431,7 +434,7 @@ def _top_level(lines: list[_Line], idx: int) -> int:
     return idx
 
 
-def _qa_maker(pool: _Pool, rng: random.Random, target: int, u: float) -> dict | None:
+def _qa_maker(pool: Pool, rng: random.Random, target: int, u: float) -> dict | None:
     if not pool.py:
         return None
     fallback = None  # a used function, if every sampled one has been asked already
@@ -457,11 +460,11 @@ def _qa_maker(pool: _Pool, rng: random.Random, target: int, u: float) -> dict | 
                     and sentence not in d.text)
 
     def build(budget: int) -> dict:
-        lines = _prefix(filler, budget - n_needle)
-        text, pos = _insert(lines, [(u, needle)], snap=_top_level)
+        lines = prefix_lines(filler, budget - n_needle)
+        text, pos = insert_items(lines, [(u, needle)], snap=_top_level)
         return {"context": text, "needle": pos[0], "doc_ids": {d for _, _, d in lines} | {doc.id}}
 
-    got = _fit(pool, build, target)
+    got = fit_to_tokens(pool, build, target)
     if got is None or got["context"].count(marker) != 1:
         return None
     pool.used |= {(doc.id, name), sentence}
@@ -470,16 +473,18 @@ def _qa_maker(pool: _Pool, rng: random.Random, target: int, u: float) -> dict | 
 
 
 # ----------------------------------------------------------------------------- public generators
-def _generate(task: str, tokenizer: Any, docs: Any, n: int, seed: int, context_tokens: int,
-              split: str | None) -> list[dict]:
-    pool = _Pool(tokenizer, _select(docs, split))
+def generate_examples(zt: "ZooTask", tokenizer: Any, docs: Any, n: int, seed: int = 0, context_tokens: int = 4096,
+                      split: str | None = HELDOUT) -> list[dict]:
+    """``n`` seeded examples of a zoo task from ``docs`` (needle fractions stratified over ``n``)."""
+    task = zt.name
+    pool = Pool(tokenizer, select_docs(docs, split))
     strata = list(range(n))
     random.Random(f"{task}:{seed}:strata").shuffle(strata)
     out = []
     for i in range(n):
         for attempt in range(_MAX_ATTEMPTS):
             rng = random.Random(f"{task}:{seed}:{i}:{attempt}")
-            ex = _MAKERS[task](pool, rng, context_tokens, (strata[i] + rng.random()) / n)
+            ex = zt.maker(pool, rng, context_tokens, (strata[i] + rng.random()) / n)
             if ex is not None:
                 break
         else:
@@ -500,56 +505,61 @@ def _finish(task: str, ex: dict, context_tokens: int) -> dict:
 def kv_retrieval(tokenizer: Any, docs: Any, n: int, seed: int = 0, context_tokens: int = 4096,
                  split: str | None = HELDOUT) -> list[dict]:
     """Key-value records hidden in held-out text; answer = the queried value (exact copy)."""
-    return _generate("kv_retrieval", tokenizer, docs, n, seed, context_tokens, split)
+    return generate_examples(ZOO_TASKS["kv_retrieval"], tokenizer, docs, n, seed, context_tokens, split)
 
 
 def passage_retrieval(tokenizer: Any, docs: Any, n: int, seed: int = 0,
                       context_tokens: int = 4096, split: str | None = HELDOUT) -> list[dict]:
     """Numbered held-out passages; given a line quoted from one, answer "Paragraph k"."""
-    return _generate("passage_retrieval", tokenizer, docs, n, seed, context_tokens, split)
+    return generate_examples(ZOO_TASKS["passage_retrieval"], tokenizer, docs, n, seed, context_tokens, split)
 
 
 def code_completion(tokenizer: Any, docs: Any, n: int, seed: int = 0,
                     context_tokens: int = 4096, split: str | None = HELDOUT) -> list[dict]:
     """Held-out Python cut before a line that needs far context; answer = that line."""
-    return _generate("code_completion", tokenizer, docs, n, seed, context_tokens, split)
+    return generate_examples(ZOO_TASKS["code_completion"], tokenizer, docs, n, seed, context_tokens, split)
 
 
 def qa_f1(tokenizer: Any, docs: Any, n: int, seed: int = 0, context_tokens: int = 4096,
           split: str | None = HELDOUT) -> list[dict]:
     """A held-out function among held-out files; answer = first sentence of its docstring."""
-    return _generate("qa_f1", tokenizer, docs, n, seed, context_tokens, split)
+    return generate_examples(ZOO_TASKS["qa_f1"], tokenizer, docs, n, seed, context_tokens, split)
+
+
+Maker = Callable[[Pool, random.Random, int, float], "dict | None"]
 
 
 @dataclasses.dataclass(frozen=True)
 class ZooTask:
-    """A task: its generator, LongBench-style prompt template, generation length and metric."""
+    """A zoo task: its maker, LongBench-style prompt template, generation length and metric.
+
+    ``maker(pool, rng, target_tokens, needle_fraction)`` returns one raw example (``context``, ``input``,
+    ``answers``, ``length``, ``needle_fraction``, ``doc_ids``) or ``None`` to be asked again with a new rng.
+    """
 
     name: str
-    generate: Callable[..., list[dict]]
+    maker: Maker
     prompt: str  # "{context}" and "{input}" placeholders; ends with "\n", the answer follows
     max_new_tokens: int
     metric: str  # name of a metric in namm/tasks/metrics.py
 
-
-_MAKERS: dict[str, Callable[[_Pool, random.Random, int, float], dict | None]] = {
-    "kv_retrieval": _kv_maker, "passage_retrieval": _passage_maker,
-    "code_completion": _code_maker, "qa_f1": _qa_maker,
-}
+    def generate(self, tokenizer: Any, docs: Any, n: int, seed: int = 0, context_tokens: int = 4096,
+                 split: str | None = HELDOUT) -> list[dict]:
+        return generate_examples(self, tokenizer, docs, n, seed, context_tokens, split)
 
 ZOO_TASKS: dict[str, ZooTask] = {t.name: t for t in [
-    ZooTask("kv_retrieval", kv_retrieval,
+    ZooTask("kv_retrieval", _kv_maker,
             "Some lines below are records of the form \"KEY <key> HAS VALUE <value>\".\n\n"
             "{context}\n\nQuestion: {input}\nAnswer with the value only.\nAnswer:\n",
             16, "exact_contains"),
-    ZooTask("passage_retrieval", passage_retrieval,
+    ZooTask("passage_retrieval", _passage_maker,
             "Below are numbered paragraphs, each starting with \"Paragraph <number>:\".\n\n"
             "{context}\n\n{input}\nAnswer with \"Paragraph <number>\" only.\nAnswer:\n",
             8, "retrieval"),
-    ZooTask("code_completion", code_completion,
+    ZooTask("code_completion", _code_maker,
             "Please complete the code given below.\n\n{context}\n\n{input}\n",
             64, "edit_sim"),
-    ZooTask("qa_f1", qa_f1,
+    ZooTask("qa_f1", _qa_maker,
             "Answer the question about the code below with a short phrase copied from it.\n\n"
             "{context}\n\nQuestion: {input}\nAnswer:\n",
             64, "qa_f1"),
@@ -574,14 +584,14 @@ def training_mixture(tokenizer: Any, docs: Any, n: int, seed: int = 0,
     answer; append the eos token when tokenizing and mask the prompt if wanted), ``doc_ids``,
     ``context_tokens`` and ``needle_fraction``.
     """
-    pool = _Pool(tokenizer, _select(docs, TRAIN))
+    pool = Pool(tokenizer, select_docs(docs, TRAIN))
     names = list(tasks or ZOO_TASKS)
     for i in range(n):
         rng = random.Random(f"mixture:{seed}:{i}")
         name = names[i % len(names)]
         target = rng.randint(*context_tokens) if isinstance(context_tokens, tuple) else context_tokens
         for attempt in range(_MAX_ATTEMPTS):
-            ex = _MAKERS[name](pool, random.Random(f"mixture:{seed}:{i}:{attempt}"), target,
+            ex = ZOO_TASKS[name].maker(pool, random.Random(f"mixture:{seed}:{i}:{attempt}"), target,
                                rng.random())
             if ex is not None:
                 break
@@ -610,6 +620,18 @@ def _passage_chance(examples: list[dict]) -> float:
 _CHANCE = {"kv_retrieval": 0.0, "qa_f1": 0.0}  # exact copies of 8-hex values / docstring sentences
 
 
+def register_zoo_task(task: ZooTask, family: str = "zoo-variant") -> ZooTask:
+    """Add a zoo task (e.g. a format variant built from the public building blocks) to :data:`ZOO_TASKS`
+    and to the task registry, so ``namm eval``, ``namm evolve`` and ``train-lm --tasks`` see it."""
+    from .registry import register
+
+    if task.name in ZOO_TASKS:
+        raise ValueError(f"zoo task {task.name!r} exists; choose another name for a variant")
+    ZOO_TASKS[task.name] = task
+    register(task.name, "namm.tasks.zoo:text_task", family=family, name=task.name)
+    return task
+
+
 def text_task(name: str) -> TextTask:
     """The registry's view of a zoo task: examples from the default corpus, the zoo's own template."""
     t = ZOO_TASKS[name]
@@ -619,4 +641,5 @@ def text_task(name: str) -> TextTask:
 
     return TextTask(name=name, make_examples=make, template=t.prompt, metric=t.metric, max_new_tokens=t.max_new_tokens,
                     chance=_CHANCE.get(name), chance_fn=_passage_chance if name == "passage_retrieval" else None,
+                    provenance=lambda: {"corpus": default_corpus().fingerprint()},
                     family="zoo", description=(t.generate.__doc__ or "").strip())

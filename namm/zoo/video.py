@@ -65,7 +65,7 @@ class VideoTrainConfig:
 
 def new_video_model(cfg: VideoTrainConfig):
     """``(model, tokenizer)``: the video model with its language model copied from the zoo LM."""
-    from transformers import AutoTokenizer, CLIPVisionConfig, LlavaNextVideoConfig, LlavaNextVideoForConditionalGeneration
+    from transformers import CLIPVisionConfig, LlavaNextVideoConfig, LlavaNextVideoForConditionalGeneration
 
     lm, tok = load_zoo_lm(cfg.lm)
     tok.add_special_tokens({"additional_special_tokens": [VIDEO_TOKEN, IMAGE_TOKEN]})
@@ -123,7 +123,8 @@ def train_video(cfg: VideoTrainConfig, progress: bool = True) -> Path:
     with tqdm(range(cfg.steps), desc="train-video", disable=not progress) as bar:
         for step in bar:
             for g in opt.param_groups:
-                g["lr"] = warmup_cosine(step, cfg.lr, cfg.warmup, (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)) * g["scale"]
+                progress = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
+                g["lr"] = warmup_cosine(step, cfg.lr, cfg.warmup, progress) * g["scale"]
             pairs = []
             nf = frames_at(step)
             for k in rng.choice(kinds, size=cfg.batch):

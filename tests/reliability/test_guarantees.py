@@ -16,7 +16,7 @@ import torch
 import namm
 from namm.checkpoint import CheckpointError, load_namm, save_namm
 from namm.features import SpectralConfig
-from namm.policies import NAMM, H2O
+from namm.policies import H2O, NAMM
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = ROOT / "configs" / "evolve_tiny.yaml"

@@ -1,0 +1,27 @@
+"""Bad input as a new user types it: one clear line on stderr naming the problem and the fix, exit status
+2, no traceback, nothing written."""
+
+from __future__ import annotations
+
+import pytest
+
+from namm.cli import main
+
+CASES = [
+    (["eval", "--model", "meta-llama/Meta-Llama-3-8B", "--tasks", "kv_retrieval"], "hub is offline"),
+    (["eval", "--model", "smollm2", "--tasks", "kv_retrieval"], "did you mean 'smollm2-135m'"),
+    (["eval", "--tasks", "kv_retrieva"], "unknown text task 'kv_retrieva' (did you mean 'kv_retrieval'"),
+    (["eval", "--context-tokens", "99999", "--tasks", "kv_retrieval"], "exceeds the model's 8192 positions"),
+    (["eval", "--policy", "h2oo", "--tasks", "kv_retrieval"], "unknown policy 'h2oo'"),
+    (["rollout", "--env", "hopperx", "--policy", "full"], "unknown rl task 'hopperx' (did you mean 'hopper'"),
+    (["models", "fetch", "llama-9000"], "unknown real model 'llama-9000'"),
+    (["table", "--baselines", "h2o,nope", "--tasks", "kv_retrieval"], "unknown policy 'nope'"),
+]
+
+
+@pytest.mark.parametrize("argv, message", CASES, ids=[c[0][0] + ":" + c[1][:24] for c in CASES])
+def test_one_line_naming_the_problem(argv, message, tmp_path, capsys):
+    assert main([*argv, "--out", str(tmp_path / "out")] if argv[0] in ("eval", "rollout", "table") else argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and "Traceback" not in err and len(err.splitlines()) == 1, err
+    assert not (tmp_path / "out").exists()
