@@ -45,13 +45,14 @@ def _expand_heads(mask: torch.Tensor, groups: int) -> torch.Tensor:
 
 
 def _attend(
-    query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, mask: torch.Tensor, scaling: float, need_rows: bool,
-    softcap: float | None = None,
+    query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, mask: torch.Tensor | None, scaling: float,
+    need_rows: bool, softcap: float | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """One masked attention.
 
     Args:
-        query: ``[B, Hq, q, D]``; key, value: ``[B, Hkv, N, D]``; mask: ``[B, Hkv or 1, q, N]`` bool.
+        query: ``[B, Hq, q, D]``; key, value: ``[B, Hkv, N, D]``.
+        mask: ``[B, Hkv or 1, q, N]`` or ``[q, N]`` bool (True = visible), or ``None`` (all visible).
         softcap: Gemma 2's logit soft-capping (``tanh(x / c) * c``), or ``None``.
     Returns:
         ``out [B, Hq, q, D]`` and, if ``need_rows``, ``rows [B, Hkv, q, N]`` fp32 averaged over groups.
@@ -60,18 +61,42 @@ def _attend(
     hkv = key.shape[1]
     g = hq // hkv
     if not need_rows and softcap is None:
-        k = key.repeat_interleave(g, dim=1) if g > 1 else key
-        v = value.repeat_interleave(g, dim=1) if g > 1 else value
-        out = F.scaled_dot_product_attention(query, k, v, attn_mask=_expand_heads(mask, g), scale=scaling)
+        m = mask if mask is None or mask.dim() == 2 else _expand_heads(mask, g)
+        out = F.scaled_dot_product_attention(query, key, value, attn_mask=m, scale=scaling, enable_gqa=g > 1)
         return out, None
     qg = query.reshape(b, hkv, g, q, d)
     logits = torch.matmul(qg, key[:, :, None].transpose(-1, -2)) * scaling  # [B,Hkv,G,q,N]
     if softcap is not None:
         logits = torch.tanh(logits / softcap) * softcap
-    logits = logits.masked_fill(~mask[:, :, None], float("-inf"))
+    if mask is not None:
+        logits = logits.masked_fill(~(mask if mask.dim() == 2 else mask[:, :, None]), float("-inf"))
     probs = torch.softmax(logits.float(), dim=-1)  # fp32 softmax, as the reference
     out = torch.matmul(probs.to(value.dtype), value[:, :, None])  # [B,Hkv,G,q,D]
     return out.reshape(b, hq, q, d), (probs.mean(dim=2) if need_rows else None)
+
+
+def _piece_mask(layer: MemoryLayer, qp: torch.Tensor, ahead: int, window: int | None) -> torch.Tensor | None:
+    """What the queries at positions ``qp`` ``[B, m]`` may see of the layer's slots: live ones at or before
+    their position (and within ``window``). ``ahead``: slots of this call after the piece (not yet visible).
+
+    When every slot is live and the batch has no padding, slots are in position order with this call's
+    tokens last, so the mask depends on the slot index only: ``[m, N]`` (or ``None`` when all is visible);
+    otherwise ``[B, H, m, N]`` from the absolute positions.
+    """
+    m, n = qp.shape[1], layer.n
+    if layer.all_valid and bool((qp >= 0).all()):
+        base = n - ahead - m  # slot of the piece's first query
+        if ahead == 0 and m == 1 and (window is None or n <= window):
+            return None
+        j = torch.arange(n, device=qp.device)[None, :]
+        i = base + torch.arange(m, device=qp.device)[:, None]
+        mask = j <= i
+        return mask & (j > i - window) if window is not None else mask
+    kpos = layer.pos[:, :, None, :]
+    mask = layer.valid[:, :, None, :] & (kpos <= qp[:, None, :, None])  # [B,H,m,N]
+    if window is not None:
+        mask = mask & (kpos > qp[:, None, :, None] - window)
+    return mask | (qp < 0)[:, None, :, None]  # padding queries: any finite output will do
 
 
 def _plain_attention(query, key, value, attention_mask, scaling, window=None, softcap=None):
@@ -121,7 +146,8 @@ def memory_attention(
     policy = layer.policy
     n_up = policy.n_up
     boundary = (qpos >= 0) & ((qpos + 1) % n_up == 0)  # [B, q]
-    cuts = torch.nonzero(boundary.any(0)).flatten().tolist()
+    # a policy that never evicts needs no pieces: the whole call attends at once
+    cuts = torch.nonzero(boundary.any(0)).flatten().tolist() if policy.evicts else []
     if not cuts or cuts[-1] != q - 1:
         cuts.append(q - 1)
 
@@ -129,20 +155,29 @@ def memory_attention(
     s = 0
     for e in cuts:
         qp = qpos[:, s : e + 1]  # [B, m]
-        kpos = layer.pos[:, :, None, :]
-        mask = layer.valid[:, :, None, :] & (kpos <= qp[:, None, :, None])  # [B,H,m,N]
-        if window is not None:
-            mask = mask & (kpos > qp[:, None, :, None] - window)
-        mask = mask | (qp < 0)[:, None, :, None]  # padding queries: any finite output will do
-        out, rows = _attend(query[:, :, s : e + 1], layer.keys, layer.values, mask, scaling, policy.needs_attention,
-                            softcap)
-        if rows is not None:
-            policy.observe(layer.state, rows, qp)
+        mask = _piece_mask(layer, qp, q - 1 - e, window)
+        qs = query[:, :, s : e + 1]
+        need = policy.rows_needed(qp) if policy.needs_attention else None  # [B, m] or None = all
+        if need is None or bool(need.all()):
+            out, rows = _attend(qs, layer.keys, layer.values, mask, scaling, policy.needs_attention, softcap)
+            if rows is not None:
+                policy.observe(layer.state, rows, qp)
+        else:  # the output by the fused kernel; rows only for the queries the policy reads
+            out, _ = _attend(qs, layer.keys, layer.values, mask, scaling, False, softcap)
+            cols = torch.nonzero(need.any(0)).flatten()
+            if cols.numel():
+                sub = mask if mask is None else (mask[cols] if mask.dim() == 2 else mask[:, :, cols])
+                _, rows = _attend(qs[:, :, cols], layer.keys, layer.values, sub, scaling, True, softcap)
+                policy.observe(layer.state, rows, qp[:, cols].masked_fill(~need[:, cols], -1))
         outs.append(out)
-        at = boundary[:, e]
-        if at.any():
-            layer.evict(at, qp[:, -1])
-            layer.compact()  # later pieces attend over the kept tokens only
+        if policy.evicts:
+            at = boundary[:, e]
+            if at.any():
+                layer.evict(at, qp[:, -1])
+                layer.compact()  # later pieces attend over the kept tokens only
+        else:  # nothing is dropped, but every update is still recorded (statistics, listeners)
+            for c in torch.nonzero(boundary.any(0)).flatten().tolist():
+                layer.evict(boundary[:, c], qpos[:, c])
         s = e + 1
     layer.compact()  # drops padding slots too (no-op when every slot is live)
     out = outs[0] if len(outs) == 1 else torch.cat(outs, dim=2)

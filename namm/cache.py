@@ -47,12 +47,33 @@ def current_layer(key: torch.Tensor) -> "MemoryLayer | None":
     return layer if layer is not None and layer.keys is key else None
 
 
+class SlotState(dict):
+    """A layer's per-token policy state: name -> ``[B, H, N, ...]`` views of the layer's buffers. Assigning
+    an entry writes into the buffer (policies may reassign, ``state[k] = f(state[k])``), so the state stays
+    gathered with the keys at every compaction."""
+
+    def __setitem__(self, name: str, value: torch.Tensor) -> None:
+        if name in self:
+            cur = dict.__getitem__(self, name)
+            if value is not cur:
+                cur.copy_(value)
+            return
+        dict.__setitem__(self, name, value)
+
+
+def _round_up(n: int, k: int = 64) -> int:
+    return (n + k - 1) // k * k
+
+
 class MemoryLayer(CacheLayerMixin):
     """One transformer layer's ragged KV cache under a memory policy.
 
-    A sliding-window layer of a hybrid model (``window`` set) keeps its own semantics: the attention masks
-    it to the ``window`` newest positions and its policy (a recency window of that many tokens) drops the
-    rest at each update; it is not ``managed``, so it stays out of the cache statistics of the policy.
+    Storage is pre-allocated per layer and grown by a quarter when full (amortised O(1) appends, no
+    per-token ``torch.cat``); ``keys``, ``values``, ``pos``, ``valid`` and ``state`` are views of the first
+    ``n`` slots, and compaction moves the live slots to the front in place. A sliding-window layer of a
+    hybrid model (``window`` set) keeps its own semantics: the attention masks it to the ``window`` newest
+    positions and its policy (a recency window of that many tokens) drops the rest at each update; it is
+    not ``managed``, so it stays out of the cache statistics of the policy.
     """
 
     is_compileable = False
@@ -64,30 +85,55 @@ class MemoryLayer(CacheLayerMixin):
         self.window = window
         self.is_sliding = window is not None
         self.managed = window is None
-        self.pos: torch.Tensor | None = None
-        self.valid: torch.Tensor | None = None
-        self.state: dict[str, torch.Tensor] = {}
-        self.seen: torch.Tensor | None = None  # [B] real tokens seen
+        self.n = 0  # slots in use
+        self.all_valid = True  # every slot in use holds a live token (masks can then be built by index)
+        self._buf: dict[str, torch.Tensor] = {}
+        self.keys = self.values = self.pos = self.valid = torch.empty(0)
+        self.state: SlotState = SlotState()
+        self.seen = torch.zeros(0, dtype=torch.long)  # [B] real tokens seen
         self.slots = 0  # slots seen, padding included (what HF calls the sequence length)
         self.pending = 0  # slots appended by the last update, not yet classified by the attention
         self.history: list[dict] = []  # one entry per update: seen, kept per head (for statistics)
         self.listeners: list = []  # fn(layer, view) called after every eviction (analysis, heat-maps)
 
+    # ---- storage ----------------------------------------------------------------------------------
+    def _views(self) -> None:
+        n, b = self.n, self._buf
+        self.keys, self.values = b["keys"][:, :, :n], b["values"][:, :, :n]
+        self.pos, self.valid = b["pos"][:, :, :n], b["valid"][:, :, :n]
+        st = SlotState()
+        for name in self.policy.token_state():
+            dict.__setitem__(st, name, b["state." + name][:, :, :n])
+        self.state = st
+
+    def _reserve(self, need: int) -> None:
+        """Room for ``need`` slots (grows by at least a quarter: amortised O(1) per appended token)."""
+        cap = self._buf["pos"].shape[2]
+        if need <= cap:
+            return
+        new_cap = _round_up(max(need, cap + cap // 4))
+        for name, t in self._buf.items():
+            grown = t.new_empty(t.shape[0], t.shape[1], new_cap, *t.shape[3:])
+            grown[:, :, : self.n] = t[:, :, : self.n]
+            self._buf[name] = grown
+
     # ---- transformers CacheLayerMixin contract -------------------------------------------------
     def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
-        b, h, _, _ = key_states.shape
+        b, h, q, d = key_states.shape
         dev = key_states.device
         self.dtype, self.device = key_states.dtype, dev
-        self.keys = key_states[:, :, :0]
-        self.values = value_states[:, :, :0]
-        self.pos = torch.empty(b, h, 0, dtype=torch.long, device=dev)
-        self.valid = torch.empty(b, h, 0, dtype=torch.bool, device=dev)
-        self.state = {
-            name: torch.zeros(b, h, 0, *shape, dtype=torch.float32, device=dev)
-            for name, shape in self.policy.token_state().items()
+        cap = _round_up(q)
+        self._buf = {
+            "keys": key_states.new_empty(b, h, cap, d),
+            "values": value_states.new_empty(b, h, cap, value_states.shape[-1]),
+            "pos": torch.empty(b, h, cap, dtype=torch.long, device=dev),
+            "valid": torch.empty(b, h, cap, dtype=torch.bool, device=dev),
+            **{"state." + name: torch.empty(b, h, cap, *shape, dtype=torch.float32, device=dev)
+               for name, shape in self.policy.token_state().items()},
         }
         self.seen = torch.zeros(b, dtype=torch.long, device=dev)
         self.is_initialized = True
+        self._views()
 
     def update(
         self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs
@@ -99,20 +145,23 @@ class MemoryLayer(CacheLayerMixin):
         """
         if not self.is_initialized:
             self.lazy_initialization(key_states, value_states)
-        b, h, q, _ = key_states.shape
-        new_pos = self.seen[:, None] + torch.arange(q, device=self.seen.device)  # [B, q]
-        self.keys = torch.cat([self.keys, key_states], dim=-2)
-        self.values = torch.cat([self.values, value_states], dim=-2)
-        self.pos = torch.cat([self.pos, new_pos[:, None, :].expand(b, h, q)], dim=-1)
-        self.valid = torch.cat([self.valid, self.valid.new_ones(b, h, q)], dim=-1)
-        for name, t in self.state.items():
-            self.state[name] = torch.cat([t, t.new_zeros(b, h, q, *t.shape[3:])], dim=2)
+        q = key_states.shape[2]
+        n = self.n
+        self._reserve(n + q)
+        b = self._buf
+        b["keys"][:, :, n : n + q] = key_states
+        b["values"][:, :, n : n + q] = value_states
+        b["pos"][:, :, n : n + q] = (self.seen[:, None] + torch.arange(q, device=self.seen.device))[:, None, :]
+        b["valid"][:, :, n : n + q] = True
+        for name in self.policy.token_state():
+            b["state." + name][:, :, n : n + q] = 0.0
+        self.n = n + q
+        self._views()
         self.seen = self.seen + q
         self.slots += q
         self.pending = q
         _CURRENT.set(self)
         return self.keys, self.values
-
     def get_seq_length(self, *args, **kwargs) -> int:
         return self.slots
 
@@ -152,10 +201,10 @@ class MemoryLayer(CacheLayerMixin):
             return base[:, None] + torch.arange(q, device=base.device)
         real = real.to(self.valid.device)
         qpos = torch.where(real, base[:, None] + real.long().cumsum(-1) - 1, torch.full_like(base[:, None], -1))
-        h = self.valid.shape[1]
-        self.pos[:, :, -q:] = qpos[:, None, :].expand(-1, h, -1)
-        self.valid[:, :, -q:] = real[:, None, :].expand(-1, h, -1)
+        self.pos[:, :, -q:] = qpos[:, None, :]
+        self.valid[:, :, -q:] = real[:, None, :]
         self.seen = base + real.long().sum(-1)
+        self.all_valid = False  # padding slots until the next compaction
         return qpos
 
     def view(self, rows: torch.Tensor, newest_pos: torch.Tensor | None = None) -> View:
@@ -172,28 +221,37 @@ class MemoryLayer(CacheLayerMixin):
         (compaction comes later)."""
         view = self.view(rows, newest_pos)
         keep = self.policy.select(view)
-        self.valid = self.valid & keep
+        self.drop(~keep)
         kept = (self.valid & view.in_view).sum(-1)  # [B, H]
         self.history.append({"rows": rows.cpu(), "seen": view.seen.cpu(), "kept": kept.cpu()})
         for fn in self.listeners:
             fn(self, view)
 
+    def drop(self, evict: torch.Tensor) -> None:
+        """Hide the slots where ``evict`` ``[B, H, N]`` is True (compaction comes later)."""
+        if bool(evict.any()):
+            self.valid &= ~evict
+            self.all_valid = False
+
     def compact(self) -> None:
-        """Move each (row, head)'s live slots to the front and drop the trailing dead ones."""
+        """Move each (row, head)'s live slots to the front, in place, and cut the rest."""
+        if self.all_valid:
+            return
         live = self.valid
         n_live = int(live.sum(-1).max()) if live.numel() else 0
         if n_live == live.shape[-1]:
+            self.all_valid = bool(live.all())
             return
         # stable sort puts live slots first and keeps their (position) order
         idx = torch.argsort((~live).to(torch.int8), dim=-1, stable=True)[..., :n_live]  # [B,H,n]
-        self.keys = self.keys.gather(2, idx[..., None].expand(-1, -1, -1, self.keys.shape[-1]))
-        self.values = self.values.gather(2, idx[..., None].expand(-1, -1, -1, self.values.shape[-1]))
-        self.pos = self.pos.gather(2, idx)
-        self.valid = self.valid.gather(2, idx)
-        for name, t in self.state.items():
+        for t in self._buf.values():
+            cur = t[:, :, : self.n]
             ix = idx.reshape(*idx.shape, *([1] * (t.dim() - 3))).expand(*idx.shape, *t.shape[3:])
-            self.state[name] = t.gather(2, ix)
-        self.pos = self.pos.masked_fill(~self.valid, -1)
+            t[:, :, :n_live] = cur.gather(2, ix)
+        self.n = n_live
+        self._views()
+        self.pos.masked_fill_(~self.valid, -1)
+        self.all_valid = bool(self.valid.all())
 
 
 class MemoryCache(Cache):

@@ -20,13 +20,24 @@ __all__ = ["Memory", "memory", "generate"]
 
 
 class Memory:
-    """A model under a memory policy. ``last_cache`` keeps the cache of the latest call (statistics)."""
+    """A model under a memory policy. ``last_cache`` keeps the cache of the latest call (statistics).
 
-    def __init__(self, model: torch.nn.Module, policy: MemoryPolicy, adapter: Adapter | None = None) -> None:
+    ``prefill_chunk``: prompts are fed this many tokens at a time (``"auto"``: ``n_up`` for a policy that
+    evicts, one pass for the full cache), so the cache never holds more than its kept tokens plus one
+    chunk and each chunk attends over what was kept. Any chunking gives the same result.
+    """
+
+    def __init__(self, model: torch.nn.Module, policy: MemoryPolicy, adapter: Adapter | None = None,
+                 prefill_chunk: int | str | None = "auto") -> None:
         self.model = model
         self.policy = policy
         self.adapter = adapter or adapter_for(model)
         self.last_cache: MemoryCache | None = None
+        if prefill_chunk == "auto":
+            prefill_chunk = policy.n_up if policy.evicts else None
+        if prefill_chunk is not None and (not isinstance(prefill_chunk, int) or prefill_chunk < 1):
+            raise ValueError(f"prefill_chunk must be a positive int, 'auto' or None, got {prefill_chunk!r}")
+        self.prefill_chunk = prefill_chunk
 
     def new_cache(self) -> MemoryCache:
         self.last_cache = self.adapter.new_cache(self.model, self.policy)
@@ -50,23 +61,62 @@ class Memory:
         """``{"cache" or "past_key_values": a new cache}`` for ``model(...)`` / ``model.generate(...)``."""
         return {self.adapter.cache_kwarg(self.model): self.new_cache()}
 
+    def _chunked(self, kwargs: dict, length: int) -> bool:
+        """Prefill in chunks only for text inputs: extra tensors (a video's pixels, embeddings) belong to
+        the whole prompt."""
+        extra = [k for k, v in kwargs.items() if isinstance(v, torch.Tensor) and k not in ("input_ids", "attention_mask")]
+        return bool(self.prefill_chunk) and not extra and length > self.prefill_chunk  # type: ignore[operator]
+
+    def _prefill(self, cache_kw: dict, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, upto: int) -> None:
+        """Feed ``input_ids[:, :upto]`` in chunks of ``prefill_chunk`` (positions from the padding mask, as
+        ``generate`` computes them)."""
+        pos = None
+        if attention_mask is not None:
+            pos = attention_mask.long().cumsum(-1) - 1
+            pos = pos.masked_fill(attention_mask == 0, 1)
+        for s in range(0, upto, self.prefill_chunk):  # type: ignore[arg-type]
+            e = min(s + self.prefill_chunk, upto)  # type: ignore[operator]
+            self.model(input_ids=input_ids[:, s:e], use_cache=True,
+                       attention_mask=None if attention_mask is None else attention_mask[:, :e],
+                       position_ids=None if pos is None else pos[:, s:e], **cache_kw)
+
     @torch.no_grad()
     def generate(self, **kwargs):
-        """``model.generate`` with a fresh memory cache (greedy/sampling; no beam search)."""
-        self.check_length(kwargs.get("input_ids"), kwargs.get("max_new_tokens") or 0)
-        return self.model.generate(**kwargs, **self.cache_kwargs())
+        """``model.generate`` with a fresh memory cache (greedy/sampling; no beam search); the prompt but its
+        last token is prefilled in chunks first."""
+        ids = kwargs.get("input_ids")
+        self.check_length(ids, kwargs.get("max_new_tokens") or 0)
+        cache_kw = self.cache_kwargs()
+        if ids is not None and self._chunked(kwargs, ids.shape[1]):
+            self._prefill(cache_kw, ids, kwargs.get("attention_mask"), ids.shape[1] - 1)
+        return self.model.generate(**kwargs, **cache_kw)
 
     @torch.no_grad()
     def forward(self, **kwargs):
-        """One forward pass with a fresh memory cache (e.g. to score a prompt)."""
-        self.check_length(kwargs.get("input_ids"))
-        return self.model(**kwargs, **self.cache_kwargs(), use_cache=True)
+        """A forward pass with a fresh memory cache (e.g. to score a prompt); with ``logits_to_keep=k`` the
+        prompt but its last ``k`` tokens is prefilled in chunks first (the output covers the rest)."""
+        ids = kwargs.get("input_ids")
+        self.check_length(ids)
+        cache_kw = self.cache_kwargs()
+        keep = kwargs.get("logits_to_keep")
+        if ids is not None and isinstance(keep, int) and 0 < keep < ids.shape[1] and self._chunked(kwargs, ids.shape[1]):
+            mask = kwargs.get("attention_mask")
+            upto = ids.shape[1] - keep
+            self._prefill(cache_kw, ids, mask, upto)
+            rest = {k: v for k, v in kwargs.items() if k not in ("input_ids", "attention_mask")}
+            pos = None
+            if mask is not None:
+                pos = (mask.long().cumsum(-1) - 1).masked_fill(mask == 0, 1)[:, upto:]
+            return self.model(input_ids=ids[:, upto:], attention_mask=mask, position_ids=pos, use_cache=True,
+                              **rest, **cache_kw)
+        return self.model(**kwargs, **cache_kw, use_cache=True)
 
 
 @contextmanager
-def memory(model: torch.nn.Module, policy: MemoryPolicy, adapter=None) -> Iterator[Memory]:
+def memory(model: torch.nn.Module, policy: MemoryPolicy, adapter=None,
+           prefill_chunk: int | str | None = "auto") -> Iterator[Memory]:
     """Run ``model`` under ``policy`` inside the block; the attention implementation is restored after."""
-    mem = Memory(model, policy, adapter)
+    mem = Memory(model, policy, adapter, prefill_chunk)
     prev = mem.adapter.attach(model)
     try:
         yield mem

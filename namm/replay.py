@@ -88,7 +88,7 @@ def replay(policy: MemoryPolicy, meta: dict[str, int], tensors: dict[str, torch.
             out[f"scores.{u}.{l}"] = _pack(scores.masked_fill(~live, float("-inf")), live, float("-inf"))
             out[f"positions.{u}.{l}"] = _pack(layer.pos, live, -1)
             out[f"keep.{u}.{l}"] = _pack(keep & live, live, False)
-            layer.valid = layer.valid & keep
+            layer.drop(~keep)
             layer.compact()
     return out
 

@@ -7,7 +7,8 @@ Hooks, called by the attention function for each layer:
 
 1. ``observe(state, attn, qpos)`` after every attention call, only if ``needs_attention``: ``attn``
    ``[B, H, q, N]`` fp32 post-softmax rows averaged over each KV head's query heads; the policy folds
-   them into its per-token ``state`` tensors (in place or by reassigning entries).
+   them into its per-token ``state`` tensors (in place or by reassigning entries). ``rows_needed(qpos)``
+   may limit them to the queries it reads (the others arrive with position -1, or not at all).
 2. ``scores(view)`` ``-> [B, H, N]`` at each update (every ``n_up`` tokens a row has seen): higher
    means keep. A :class:`~namm.view.View` holds exactly what a policy may read (positions, keys, state).
 3. ``select(view)`` ``-> keep [B, H, N]``; the default keeps the ``budget`` best-scored tokens
@@ -41,6 +42,7 @@ class MemoryPolicy:
 
     name: ClassVar[str] = "base"
     needs_attention: ClassVar[bool] = False
+    evicts: ClassVar[bool] = True  # False: updates never drop a token (the attention need not split at them)
 
     def __post_init__(self) -> None:
         if not isinstance(self.n_up, int) or self.n_up < 1:
@@ -50,6 +52,11 @@ class MemoryPolicy:
     def token_state(self) -> dict[str, tuple[int, ...]]:
         """Per-token state: name -> trailing shape (zeros when a token arrives)."""
         return {}
+
+    def rows_needed(self, qpos: torch.Tensor) -> torch.Tensor | None:
+        """``[B, q]`` bool: the queries (at positions ``qpos``) whose attention rows :meth:`observe` reads,
+        or ``None`` for all of them. Rows cost an unfused attention; the output never needs them."""
+        return None
 
     def observe(self, state: dict[str, torch.Tensor], attn: torch.Tensor, qpos: torch.Tensor) -> None:
         """See the attention rows ``[B, H, q, N]`` of queries at positions ``qpos`` ``[B, q]`` (-1 = padding)."""

@@ -15,6 +15,7 @@ class FullCache(MemoryPolicy):
     """Keeps every token; ``budget`` is ignored."""
 
     name: ClassVar[str] = "full"
+    evicts: ClassVar[bool] = False
 
     def select(self, view) -> torch.Tensor:
         return torch.ones_like(view.in_view)

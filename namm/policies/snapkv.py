@@ -38,10 +38,12 @@ class SnapKV(MemoryPolicy):
     def token_state(self) -> dict[str, tuple[int, ...]]:
         return {"obs": ()}
 
-    def observe(self, state, attn, qpos) -> None:
+    def rows_needed(self, qpos: torch.Tensor) -> torch.Tensor:
         # only the queries of the observation window: the last `window` positions before each boundary
-        in_window = (qpos >= 0) & (qpos % self.n_up >= self.n_up - self.window)  # [B, q]
-        state["obs"] += torch.einsum("bhqn,bq->bhn", attn, in_window.to(attn.dtype))
+        return (qpos >= 0) & (qpos % self.n_up >= self.n_up - self.window)  # [B, q]
+
+    def observe(self, state, attn, qpos) -> None:
+        state["obs"] += torch.einsum("bhqn,bq->bhn", attn, self.rows_needed(qpos).to(attn.dtype))
 
     def scores(self, view) -> torch.Tensor:
         s = neighbour_max(view.state["obs"], view.pos, view.in_view, self.kernel)

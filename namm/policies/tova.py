@@ -23,8 +23,11 @@ class TOVA(MemoryPolicy):
     def token_state(self) -> dict[str, tuple[int, ...]]:
         return {"last": ()}
 
+    def rows_needed(self, qpos: torch.Tensor) -> torch.Tensor:
+        return (qpos >= 0) & ((qpos + 1) % self.n_up == 0)  # the queries at update boundaries
+
     def observe(self, state, attn, qpos) -> None:
-        # pieces end at update boundaries, so the last real query of a piece is the newest one
+        # pieces end at update boundaries, so the last needed query of a piece is the boundary one
         real = (qpos[:, -1] >= 0)[:, None, None]  # [B, 1, 1]
         state["last"] = torch.where(real, attn[:, :, -1], state["last"])
 
