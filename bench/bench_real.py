@@ -78,6 +78,7 @@ def one(a: argparse.Namespace) -> dict:
     from transformers import DynamicCache
 
     import namm
+    from namm.adapters import adapter_for
     from namm.checkpoint import resolve_policy
 
     dtype = getattr(torch, a.dtype)
@@ -97,7 +98,7 @@ def one(a: argparse.Namespace) -> dict:
         mem = ctx.__enter__() if ctx is not None else None
         try:
             if mem is None:
-                cache_kw = {"past_key_values": DynamicCache()}
+                cache_kw = {adapter_for(model).cache_kwarg(model): DynamicCache()}
             else:
                 cache_kw = mem.cache_kwargs()
             sync()

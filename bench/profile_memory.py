@@ -37,6 +37,7 @@ def main() -> None:
     from transformers import DynamicCache
 
     import namm
+    from namm.adapters import adapter_for
     from namm.checkpoint import resolve_policy
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -59,7 +60,7 @@ def main() -> None:
         t0 = time.perf_counter()
         prof.enable()
         if policy is None:
-            kw = {"past_key_values": DynamicCache()}
+            kw = {adapter_for(model).cache_kwarg(model): DynamicCache()}
             out = model(input_ids=ids, use_cache=True, logits_to_keep=1, **kw)
         else:
             mem_ctx = namm.memory(model, policy)
@@ -67,7 +68,9 @@ def main() -> None:
             kw = mem.cache_kwargs()
             if mem.prefill_chunk:
                 mem._prefill(kw, ids, None, ids.shape[1] - 1)
-            out = model(input_ids=ids[:, -1:], use_cache=True, logits_to_keep=1, **kw)
+                out = model(input_ids=ids[:, -1:], use_cache=True, logits_to_keep=1, **kw)
+            else:
+                out = model(input_ids=ids, use_cache=True, logits_to_keep=1, **kw)
         t1 = time.perf_counter()
         nxt = out.logits[:, -1].argmax(-1, keepdim=True)
         for _ in range(a.decode):

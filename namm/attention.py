@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from torch.nn.attention.bias import causal_lower_right
 from transformers import AttentionInterface
 from transformers.masking_utils import AttentionMaskInterface
 
@@ -52,7 +53,9 @@ def _attend(
 
     Args:
         query: ``[B, Hq, q, D]``; key, value: ``[B, Hkv, N, D]``.
-        mask: ``[B, Hkv or 1, q, N]`` or ``[q, N]`` bool (True = visible), or ``None`` (all visible).
+        mask: ``[B, Hkv or 1, q, N]`` or ``[q, N]`` bool (True = visible), ``None`` (all visible) or
+            ``CAUSAL``: query ``i`` sees keys ``j <= N - q + i`` (bottom-right aligned; the fused kernels
+            skip the masked half).
         softcap: Gemma 2's logit soft-capping (``tanh(x / c) * c``), or ``None``.
     Returns:
         ``out [B, Hq, q, D]`` and, if ``need_rows``, ``rows [B, Hkv, q, N]`` fp32 averaged over groups.
@@ -60,10 +63,16 @@ def _attend(
     b, hq, q, d = query.shape
     hkv = key.shape[1]
     g = hq // hkv
+    n = key.shape[2]
     if not need_rows and softcap is None:
-        m = mask if mask is None or mask.dim() == 2 else _expand_heads(mask, g)
+        if mask is CAUSAL:
+            m = causal_lower_right(q, n) if q > 1 else None
+        else:
+            m = mask if mask is None or mask.dim() == 2 else _expand_heads(mask, g)
         out = F.scaled_dot_product_attention(query, key, value, attn_mask=m, scale=scaling, enable_gqa=g > 1)
         return out, None
+    if mask is CAUSAL:
+        mask = torch.arange(n, device=query.device)[None, :] <= (n - q + torch.arange(q, device=query.device))[:, None]
     qg = query.reshape(b, hkv, g, q, d)
     logits = torch.matmul(qg, key[:, :, None].transpose(-1, -2)) * scaling  # [B,Hkv,G,q,N]
     if softcap is not None:
@@ -75,28 +84,31 @@ def _attend(
     return out.reshape(b, hq, q, d), (probs.mean(dim=2) if need_rows else None)
 
 
-def _piece_mask(layer: MemoryLayer, qp: torch.Tensor, ahead: int, window: int | None) -> torch.Tensor | None:
+CAUSAL = object()  # a mask marker: bottom-right aligned causal attention (see _attend)
+
+
+def _piece_mask(layer: MemoryLayer, qp: torch.Tensor, ahead: int, window: int | None) -> tuple[object, int]:
     """What the queries at positions ``qp`` ``[B, m]`` may see of the layer's slots: live ones at or before
     their position (and within ``window``). ``ahead``: slots of this call after the piece (not yet visible).
+    Returns ``(mask, n)``: attend over the first ``n`` slots with ``mask``.
 
     When every slot is live and the batch has no padding, slots are in position order with this call's
-    tokens last, so the mask depends on the slot index only: ``[m, N]`` (or ``None`` when all is visible);
-    otherwise ``[B, H, m, N]`` from the absolute positions.
+    tokens last, so the piece sees the slots up to its own, causally: ``CAUSAL`` over ``N - ahead`` slots
+    (a ``[m, N]`` index mask within a window); otherwise ``[B, H, m, N]`` from the absolute positions.
     """
     m, n = qp.shape[1], layer.n
     if layer.all_valid and bool((qp >= 0).all()):
-        base = n - ahead - m  # slot of the piece's first query
-        if ahead == 0 and m == 1 and (window is None or n <= window):
-            return None
+        n = n - ahead
+        if window is None:
+            return CAUSAL, n
         j = torch.arange(n, device=qp.device)[None, :]
-        i = base + torch.arange(m, device=qp.device)[:, None]
-        mask = j <= i
-        return mask & (j > i - window) if window is not None else mask
+        i = n - m + torch.arange(m, device=qp.device)[:, None]
+        return (j <= i) & (j > i - window), n
     kpos = layer.pos[:, :, None, :]
     mask = layer.valid[:, :, None, :] & (kpos <= qp[:, None, :, None])  # [B,H,m,N]
     if window is not None:
         mask = mask & (kpos > qp[:, None, :, None] - window)
-    return mask | (qp < 0)[:, None, :, None]  # padding queries: any finite output will do
+    return mask | (qp < 0)[:, None, :, None], n  # padding queries: any finite output will do
 
 
 def _plain_attention(query, key, value, attention_mask, scaling, window=None, softcap=None):
@@ -155,20 +167,25 @@ def memory_attention(
     s = 0
     for e in cuts:
         qp = qpos[:, s : e + 1]  # [B, m]
-        mask = _piece_mask(layer, qp, q - 1 - e, window)
+        mask, n = _piece_mask(layer, qp, q - 1 - e, window)
+        keys, values = layer.keys[:, :, :n], layer.values[:, :, :n]
         qs = query[:, :, s : e + 1]
         need = policy.rows_needed(qp) if policy.needs_attention else None  # [B, m] or None = all
         if need is None or bool(need.all()):
-            out, rows = _attend(qs, layer.keys, layer.values, mask, scaling, policy.needs_attention, softcap)
-            if rows is not None:
-                policy.observe(layer.state, rows, qp)
+            out, rows = _attend(qs, keys, values, mask, scaling, policy.needs_attention, softcap)
+            if rows is not None:  # rows over the first n slots; slots of this call's later pieces get none yet
+                policy.observe(layer.state, _pad_slots(rows, layer.n), qp)
         else:  # the output by the fused kernel; rows only for the queries the policy reads
-            out, _ = _attend(qs, layer.keys, layer.values, mask, scaling, False, softcap)
+            out, _ = _attend(qs, keys, values, mask, scaling, False, softcap)
             cols = torch.nonzero(need.any(0)).flatten()
             if cols.numel():
-                sub = mask if mask is None else (mask[cols] if mask.dim() == 2 else mask[:, :, cols])
-                _, rows = _attend(qs[:, :, cols], layer.keys, layer.values, sub, scaling, True, softcap)
-                policy.observe(layer.state, rows, qp[:, cols].masked_fill(~need[:, cols], -1))
+                if mask is CAUSAL:  # the needed queries sit at slots n - m + cols
+                    j = torch.arange(n, device=qp.device)[None, :]
+                    sub = j <= (n - qp.shape[1] + cols)[:, None]
+                else:
+                    sub = mask[cols] if mask.dim() == 2 else mask[:, :, cols]  # type: ignore[union-attr]
+                _, rows = _attend(qs[:, :, cols], keys, values, sub, scaling, True, softcap)
+                policy.observe(layer.state, _pad_slots(rows, layer.n), qp[:, cols].masked_fill(~need[:, cols], -1))
         outs.append(out)
         if policy.evicts:
             at = boundary[:, e]
@@ -182,6 +199,11 @@ def memory_attention(
     layer.compact()  # drops padding slots too (no-op when every slot is live)
     out = outs[0] if len(outs) == 1 else torch.cat(outs, dim=2)
     return out.transpose(1, 2).contiguous(), None
+
+
+def _pad_slots(rows: torch.Tensor, n: int) -> torch.Tensor:
+    """Attention rows ``[B, H, m, n']`` over the first ``n'`` slots, zero-padded to all ``n`` slots."""
+    return rows if rows.shape[-1] == n else F.pad(rows, (0, n - rows.shape[-1]))
 
 
 _registered = False

@@ -22,9 +22,10 @@ __all__ = ["Memory", "memory", "generate"]
 class Memory:
     """A model under a memory policy. ``last_cache`` keeps the cache of the latest call (statistics).
 
-    ``prefill_chunk``: prompts are fed this many tokens at a time (``"auto"``: ``n_up`` for a policy that
-    evicts, one pass for the full cache), so the cache never holds more than its kept tokens plus one
-    chunk and each chunk attends over what was kept. Any chunking gives the same result.
+    ``prefill_chunk``: prompts are fed this many tokens at a time (``"auto"``: 512 or ``n_up`` if larger, for
+    a policy that evicts; one pass for the full cache), so the cache never holds more than its kept tokens
+    plus one chunk and each chunk attends over what was kept. Any chunking gives the same result. (Chunks
+    of 128 tokens cost plain Hugging Face prefill 31% on the 2-core box, chunks of 512 1.5%.)
     """
 
     def __init__(self, model: torch.nn.Module, policy: MemoryPolicy, adapter: Adapter | None = None,
@@ -34,7 +35,7 @@ class Memory:
         self.adapter = adapter or adapter_for(model)
         self.last_cache: MemoryCache | None = None
         if prefill_chunk == "auto":
-            prefill_chunk = policy.n_up if policy.evicts else None
+            prefill_chunk = max(512, policy.n_up) if policy.evicts else None
         if prefill_chunk is not None and (not isinstance(prefill_chunk, int) or prefill_chunk < 1):
             raise ValueError(f"prefill_chunk must be a positive int, 'auto' or None, got {prefill_chunk!r}")
         self.prefill_chunk = prefill_chunk

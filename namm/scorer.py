@@ -62,6 +62,34 @@ def _bcast(w: torch.Tensor, rank: int, trailing: int) -> torch.Tensor:
     return w.reshape(w.shape[0], *([1] * (rank - 1 - trailing)), *w.shape[1:])
 
 
+def _backward_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor,
+                        pos: torch.Tensor) -> torch.Tensor:
+    """Each existing token attends to itself and the newer ones (``pos_j >= pos_i``); padding rows attend to
+    themselves only. ``q, k, v`` ``[B, H, N, h]``; ``mask``, ``pos`` ``[B, H, N]``.
+
+    With the existing tokens a prefix of each head's slots in position order (how NAMM packs them), this is
+    causal attention on the reversed prefix: the fused kernel, without a mask, over each head's own count
+    (ragged heads one by one). Otherwise an explicit ``[B, H, N, N]`` mask.
+    """
+    sdpa = torch.nn.functional.scaled_dot_product_attention
+    n = mask.shape[-1]
+    count = mask.sum(-1)  # [B, H]
+    prefix = bool((mask == (torch.arange(n, device=mask.device) < count[..., None])).all())
+    ordered = bool(((pos[..., 1:] > pos[..., :-1]) | ~mask[..., 1:]).all())
+    if prefix and ordered:
+        if bool((count == n).all()):
+            return sdpa(q.flip(-2), k.flip(-2), v.flip(-2), is_causal=True).flip(-2)
+        att = v.clone()  # padding rows: themselves
+        for b, h in torch.nonzero(count > 0).tolist():
+            c = int(count[b, h])
+            one = (slice(b, b + 1), slice(h, h + 1), slice(0, c))
+            att[one] = sdpa(q[one].flip(-2), k[one].flip(-2), v[one].flip(-2), is_causal=True).flip(-2)
+        return att
+    allowed = (pos[..., None, :] >= pos[..., :, None]) & mask[..., None, :]  # [B,H,N,N]
+    allowed = allowed | torch.eye(n, dtype=torch.bool, device=q.device)  # every row sees itself: finite
+    return sdpa(q, k, v, attn_mask=allowed)
+
+
 @dataclass(frozen=True)
 class BAM(Scorer):
     """Backward Attention Memory: one single-head attention layer over the tokens of one (layer, head).
@@ -103,11 +131,7 @@ class BAM(Scorer):
         h = self.hidden
         qkv = x @ _bcast(p["w_qkv"], 4, 2) + _bcast(p["b_qkv"], 4, 1)  # [B,H,N,3h]
         q, k, v = qkv.split(h, dim=-1)
-        # backward mask: i sees j iff j exists and is not older than i
-        allowed = (pos[..., None, :] >= pos[..., :, None]) & mask[..., None, :]  # [B,H,N,N]
-        # every existing token sees at least itself; padding rows attend to themselves to stay finite
-        allowed = allowed | torch.eye(x.shape[-2], dtype=torch.bool, device=x.device)
-        att = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=allowed)  # [B,H,N,h]
+        att = _backward_attention(q, k, v, mask, pos)
         o = att @ _bcast(p["w_o"], 4, 2) + _bcast(p["b_o"], 4, 1)  # [B,H,N,2d]
         r, m = o.split(self.feature_dim, dim=-1)
         x2 = x * (1 + m) + r
