@@ -65,23 +65,30 @@ def _attend(
     g = hq // hkv
     n = key.shape[2]
     if not need_rows and softcap is None:
+        if mask is CAUSAL and q == n:  # a fresh prefill: the kernel's own causal mask, nothing materialised
+            out = F.scaled_dot_product_attention(query, key, value, is_causal=True, scale=scaling, enable_gqa=g > 1)
+            return out, None
         if mask is CAUSAL:
             m = causal_lower_right(q, n) if q > 1 else None
         else:
             m = mask if mask is None or mask.dim() == 2 else _expand_heads(mask, g)
         out = F.scaled_dot_product_attention(query, key, value, attn_mask=m, scale=scaling, enable_gqa=g > 1)
         return out, None
-    if mask is CAUSAL:
-        mask = torch.arange(n, device=query.device)[None, :] <= (n - q + torch.arange(q, device=query.device))[:, None]
-    qg = query.reshape(b, hkv, g, q, d)
-    logits = torch.matmul(qg, key[:, :, None].transpose(-1, -2)) * scaling  # [B,Hkv,G,q,N]
+    if mask is CAUSAL:  # one query sees every slot; more need the bottom-right triangle
+        mask = None if q == 1 else torch.arange(n, device=query.device)[None, :] <= (
+            n - q + torch.arange(q, device=query.device))[:, None]
+    # query heads of one KV head are consecutive: [B, Hkv, G*q, D] against [B, Hkv, N, D], no broadcast copies
+    qg = query.reshape(b, hkv, g * q, d)
+    logits = torch.matmul(qg, key.transpose(-1, -2)).mul_(scaling)  # [B,Hkv,G*q,N]
     if softcap is not None:
         logits = torch.tanh(logits / softcap) * softcap
     if mask is not None:
-        logits = logits.masked_fill(~(mask if mask.dim() == 2 else mask[:, :, None]), float("-inf"))
+        m = mask if mask.dim() == 2 else mask[:, :, None]  # [q, N] or [B, Hkv or 1, 1, q, N]
+        logits = logits.unflatten(2, (g, q)).masked_fill_(~m, float("-inf")).flatten(2, 3)
     probs = torch.softmax(logits.float(), dim=-1)  # fp32 softmax, as the reference
-    out = torch.matmul(probs.to(value.dtype), value[:, :, None])  # [B,Hkv,G,q,D]
-    return out.reshape(b, hq, q, d), (probs.mean(dim=2) if need_rows else None)
+    out = torch.matmul(probs.to(value.dtype), value)  # [B,Hkv,G*q,D]
+    rows = probs.unflatten(2, (g, q)).mean(dim=2) if need_rows else None  # [B,Hkv,q,N]
+    return out.reshape(b, hq, q, d), rows
 
 
 CAUSAL = object()  # a mask marker: bottom-right aligned causal attention (see _attend)
@@ -104,8 +111,11 @@ def _piece_mask(layer: MemoryLayer, qp: torch.Tensor, ahead: int, window: int | 
         j = torch.arange(n, device=qp.device)[None, :]
         i = n - m + torch.arange(m, device=qp.device)[:, None]
         return (j <= i) & (j > i - window), n
-    kpos = layer.pos[:, :, None, :]
-    mask = layer.valid[:, :, None, :] & (kpos <= qp[:, None, :, None])  # [B,H,m,N]
+    # this call's later tokens are every head's newest live slots, so no slot a piece may see lies past
+    # n - ahead (ragged heads end in dead slots): attend over the first n - ahead only
+    n = n - ahead
+    kpos = layer.pos[:, :, None, :n]
+    mask = layer.valid[:, :, None, :n] & (kpos <= qp[:, None, :, None])  # [B,H,m,N]
     if window is not None:
         mask = mask & (kpos > qp[:, None, :, None] - window)
     return mask | (qp < 0)[:, None, :, None], n  # padding queries: any finite output will do

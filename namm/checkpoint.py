@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 import torch
 from safetensors import SafetensorError
@@ -98,7 +99,7 @@ def namm_from(tensors: dict[str, torch.Tensor], cfg: dict, path: str | os.PathLi
     if spectral.feature_dim != cfg["feature_dim"]:
         raise CheckpointError(f"{path}: feature_dim {cfg['feature_dim']} does not match its STFT/age settings "
                               f"({spectral.feature_dim})")
-    kw = dict(params=tensors["params"], mean=tensors["mean"], var=tensors["var"], scorer=cfg["scorer"],
+    kw: dict[str, Any] = dict(params=tensors["params"], mean=tensors["mean"], var=tensors["var"], scorer=cfg["scorer"],
               hidden=cfg["hidden"], n_up=cfg["n_up"], mode=cfg["mode"], spectral=spectral,
               budget=cfg.get("budget"), pool=cfg.get("pool", 1))  # older files have neither
     kw.update(overrides)
@@ -136,7 +137,8 @@ def import_reference(path: str | os.PathLike, **overrides) -> NAMM:
             raise CheckpointError(f"{path}: expected one stored buffer ending in {suffix!r}, found {keys}")
         return torch.as_tensor(state[keys[0]]).float().reshape(-1)
 
-    kw = dict(params=params, mean=buffer("output_mean"), var=buffer("output_var"), n_up=512, mode="reference")
+    kw: dict[str, Any] = dict(params=params, mean=buffer("output_mean"), var=buffer("output_var"), n_up=512,
+                              mode="reference")
     kw.update(overrides)
     try:
         return NAMM(**kw)

@@ -92,7 +92,7 @@ def build(tp: Any, value: Any, at: str) -> Any:
         if value not in args:
             raise ConfigError(f"{at}: invalid value {value!r}; use one of {', '.join(repr(a) for a in args)}")
         return value
-    if dataclasses.is_dataclass(tp):
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
             raise ConfigError(f"{at}: expected a mapping of {tp.__name__} fields, got {value!r}")
         hints = typing.get_type_hints(tp)

@@ -20,6 +20,7 @@ buffers the ``n_up x N`` attention rows of an update: it holds ``hop`` values pe
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import torch
@@ -58,8 +59,13 @@ class SpectralConfig:
         return self.n_pos + self.n_freq
 
     def window(self, device: torch.device | None = None) -> torch.Tensor:
-        """Periodic Hann window ``[n_fft]`` (float32)."""
-        return torch.hann_window(self.n_fft, periodic=True, dtype=torch.float32, device=device)
+        """Periodic Hann window ``[n_fft]`` (float32), built once per device."""
+        return _hann(self.n_fft, torch.device(device) if device is not None else torch.device("cpu"))
+
+
+@functools.lru_cache(maxsize=8)
+def _hann(n_fft: int, device: torch.device) -> torch.Tensor:
+    return torch.hann_window(n_fft, periodic=True, dtype=torch.float32, device=device)
 
 
 def fold_frame(

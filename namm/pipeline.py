@@ -10,7 +10,7 @@ transfer table compares policies at the same memory. The report folder holds::
     OUT/table.csv          the same rows, flat
     OUT/report.md          the transfer table, the plots, the machine and how to scale up
     OUT/evolve/            the evolution run (fitness.png, log, namm.safetensors), when it evolved
-    OUT/language/ OUT/video/ OUT/rl/   per-policy results.json / CSV, and each stage's plots
+    OUT/language/ OUT/real/ OUT/video/ OUT/rl/   per-policy results.json / CSV, and each stage's plots
 
 The dataclass defaults below ARE the embedded default (``make demo``): a short warm-started evolution and
 small samples that finish on a 2-core CPU in minutes. ``configs/pipeline_*.yaml`` are the larger ones.
@@ -47,7 +47,7 @@ from .tasks.zoo import ZOO_TASKS, format_prompt
 
 __all__ = ["PipelineConfig", "load_pipeline_config", "run_pipeline", "TABLE_POLICIES"]
 
-TABLE_POLICIES = ("full", "window", "namm", "h2o", "l2", "streamingllm")  # report column order
+TABLE_POLICIES = ("full", "window", "namm", "h2o", "l2", "streamingllm", "snapkv", "tova")  # report column order
 
 
 # --------------------------------------------------------------------------- config
@@ -113,6 +113,17 @@ class LanguageStage:
 
 
 @dataclass
+class RealStage(LanguageStage):
+    """The language table on a real pretrained model (fetched on first use; skipped with the reason offline)."""
+
+    model: str = "smollm2-135m"
+    tasks: list[str] = field(default_factory=lambda: ["lm_continuation"])
+    samples: int = 4
+    context_tokens: int = 1024
+    batch_size: int = 4
+
+
+@dataclass
 class VideoStage:
     enabled: bool = True
     model: str = "zoo"  # zoo | a LLaVA-NeXT-Video folder | an HF id
@@ -155,9 +166,10 @@ class PipelineConfig:
     out: str = "runs/pipeline"
     device: str = "cpu"  # "cpu", "cuda", "auto"
     dtype: str = "float32"  # language/video model dtype: float32 | bfloat16
-    baselines: list[str] = field(default_factory=lambda: ["h2o", "l2", "streamingllm"])
+    baselines: list[str] = field(default_factory=lambda: ["h2o", "l2", "streamingllm", "snapkv", "tova"])
     evolve: EvolveStage = field(default_factory=EvolveStage)
     language: LanguageStage = field(default_factory=LanguageStage)
+    real: RealStage = field(default_factory=RealStage)
     video: VideoStage = field(default_factory=VideoStage)
     rl: RLStage = field(default_factory=RLStage)
     progress: bool = True
@@ -169,6 +181,7 @@ class PipelineConfig:
         _require(self.dtype in ("float32", "bfloat16"), "dtype", self.dtype, "use float32 or bfloat16")
         self.evolve.check("evolve")
         self.language.check("language")
+        self.real.check("real")
         self.video.check("video")
         self.rl.check("rl")
 
@@ -227,25 +240,37 @@ def _kept_heatmap(model, tok, policy, prompt: str, path: Path, title: str) -> No
     save_heatmap(grid.numpy(), path, title, "token position", "layer", "fraction of heads keeping it")
 
 
-def stage_language(cfg: PipelineConfig, weights: Path, out: Path) -> list[dict[str, Any]]:
-    lc = cfg.language
+def stage_language(cfg: PipelineConfig, weights: Path, out: Path, lc: LanguageStage | RealStage | None = None,
+                   modality: str = "language", step: str = "[2/4] language") -> list[dict[str, Any]]:
+    """The language table on ``lc`` (default: the language section) into ``out / modality``."""
+    lc = lc or cfg.language
     dev = _device(cfg)
     model, tok = models.load(lc.model, "lm", device=dev, dtype=getattr(torch, cfg.dtype))
-    print(f"[2/4] language: {lc.model} on {lc.tasks}, {lc.samples} held-out samples (seed {lc.seed}), "
+    print(f"{step}: {lc.model} on {lc.tasks}, {lc.samples} held-out samples (seed {lc.seed}), "
           f"{lc.context_tokens} tokens")
     examples = {t: task_examples(tok, t, lc.samples, lc.seed, lc.context_tokens, lc.data_dir) for t in lc.tasks}
     namm = resolve_policy(str(weights), n_up=lc.n_up)
-    results = matched_table(model, tok, lc.tasks, namm, out / "language", baselines=cfg.baselines, samples=lc.samples,
+    results = matched_table(model, tok, lc.tasks, namm, out / modality, baselines=cfg.baselines, samples=lc.samples,
                             seed=lc.seed, context_tokens=lc.context_tokens, batch_size=lc.batch_size,
                             progress=cfg.progress, examples=examples, info={"model": lc.model})
-    rows = [_row("language", t, name, v["score"], v["mean_cache_fraction"], n=v["n"],
+    task = (lambda t: t) if modality == "language" else (lambda t: f"{lc.model}: {t}")
+    rows = [_row(modality, task(t), name, v["score"], v["mean_cache_fraction"], n=v["n"],
                  describe=v.get("describe", r["policy"]))
             for name, r in results.items() for t, v in r["tasks"].items()]
-    ex = examples[lc.tasks[0]][0]
-    prompt = format_prompt(lc.tasks[0], ex) if lc.tasks[0] in ZOO_TASKS else ex.get("context", "")
-    _kept_heatmap(model, tok, namm, prompt, out / "language" / "namm_kept.png",
-                  f"NAMM: prompt tokens kept after one {lc.tasks[0]} generation")
+    if modality == "language":
+        ex = examples[lc.tasks[0]][0]
+        prompt = format_prompt(lc.tasks[0], ex) if lc.tasks[0] in ZOO_TASKS else ex.get("context", "")
+        _kept_heatmap(model, tok, namm, prompt, out / "language" / "namm_kept.png",
+                      f"NAMM: prompt tokens kept after one {lc.tasks[0]} generation")
     return rows
+
+
+def stage_real(cfg: PipelineConfig, weights: Path, out: Path) -> tuple[list[dict[str, Any]], str | None]:
+    """The language table on a real pretrained model; returns (rows, why it did not run)."""
+    try:
+        return stage_language(cfg, weights, out, cfg.real, "real", "[2b/4] real model"), None
+    except models.ModelUnavailable as e:
+        return [], str(e)
 
 
 def stage_video(cfg: PipelineConfig, weights: Path, out: Path) -> tuple[list[dict[str, Any]], str | None]:
@@ -351,6 +376,7 @@ def write_report(cfg: PipelineConfig, out: Path, rows: list[dict[str, Any]], wei
     plots = [("evolution fitness", out / "evolve" / "fitness.png"),
              ("language: score vs cache fraction", out / "language" / "score_vs_cache.png"),
              ("language: prompt tokens the NAMM kept", out / "language" / "namm_kept.png"),
+             ("real model: score vs cache fraction", out / "real" / "score_vs_cache.png"),
              ("video: frame tokens the NAMM kept", out / "video" / "namm_frames.png"),
              ("rl: return vs cache fraction", out / "rl" / "return_vs_cache.png")]
     md = ["# NAMM transfer report\n",
@@ -361,7 +387,8 @@ def write_report(cfg: PipelineConfig, out: Path, rows: list[dict[str, Any]], wei
           f"Machine: {_machine()}. Wall time: {wall / 60:.1f} min. Config: `config.yaml`"
           + (f" (from `{config_path}`)" if config_path else " (the embedded default)") + ".\n",
           "## Transfer table\n",
-          "Cells: score (mean cache fraction). Language: task metric 0-100 on held-out instances; RL: D4RL "
+          "Cells: score (mean cache fraction). Language: task metric 0-100 on held-out instances; real: the "
+          "same on a real pretrained model (lm_continuation: 100 exp(-NLL) of the next 256 tokens); RL: D4RL "
           "normalised return, mean ± std over episodes. Capped baselines run at the NAMM's measured cache "
           "fraction for that row; `full` keeps everything; `window` is the DT's 20-step re-encoded context.\n",
           _table(rows)]
@@ -391,6 +418,14 @@ def run_pipeline(cfg: PipelineConfig, config_path: str | None = None, resume: bo
         rows += stage_language(cfg, weights, out)
     else:
         skipped["language"] = "disabled in the config"
+    if cfg.real.enabled:
+        rrows, why = stage_real(cfg, weights, out)
+        rows += rrows
+        if why:
+            print(f"[2b/4] real model: skipped ({why})")
+            skipped["real"] = why
+    else:
+        skipped["real"] = "disabled in the config"
     if cfg.video.enabled:
         vrows, why = stage_video(cfg, weights, out)
         rows += vrows

@@ -162,7 +162,7 @@ class MLP(Scorer):
         return s.masked_fill(~mask, float("-inf"))
 
 
-SCORERS: dict[str, type[Scorer]] = {"bam": BAM, "mlp": MLP}
+SCORERS: dict[str, type[BAM] | type[MLP]] = {"bam": BAM, "mlp": MLP}
 
 
 def make_scorer(name: str, feature_dim: int = 25, hidden: int = 32) -> Scorer:

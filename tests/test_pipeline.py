@@ -66,6 +66,7 @@ def test_tiny_pipeline_end_to_end(tmp_path, tiny_dt, tiny_video):
         "data.kv_retrieval.examples=1, data.kv_retrieval.samples=1, data.kv_retrieval.context_tokens=300, "
         "data.kv_retrieval.max_prompt_tokens=400, namm.n_up=64, 'run.plot=true']",
         "language.tasks=[kv_retrieval]", "language.samples=1", "language.context_tokens=300",
+        "real.model=zoo", "real.samples=1", "real.context_tokens=256", "baselines=[h2o, l2, streamingllm]",
         "rl.envs=[hopper]", f"rl.models={{hopper-medium: {tiny_dt}}}", "rl.episodes=2", "rl.n_envs=2",
         "rl.max_ep_len=40", f"video.model={tiny_video}", "video.samples=1", "video.batch_size=3",
     ]
@@ -80,6 +81,7 @@ def test_tiny_pipeline_end_to_end(tmp_path, tiny_dt, tiny_video):
     assert lang == {"full", "namm", "h2o", "l2", "streamingllm"}
     assert rl == {"full", "window", "namm", "h2o", "l2", "streamingllm"}
     assert {p for (m, _, p) in rows if m == "video"} == {"full", "namm", "h2o", "l2", "streamingllm"}
+    assert {p for (m, t, p) in rows if m == "real" and t == "zoo: lm_continuation"} == lang
     assert set(rows[("video", "zoo-video", "namm")]["by_group"]) == {"needle", "count", "order"}
     assert rows[("language", "kv_retrieval", "full")]["mean_cache_fraction"] == 1.0
     # capped baselines run at the NAMM's measured fraction (when the NAMM evicted anything)
@@ -102,7 +104,7 @@ def test_tiny_pipeline_end_to_end(tmp_path, tiny_dt, tiny_video):
     # a second run into the same folder: refused without --resume (no data lost); with it the finished
     # evolution is reused as is (no generation runs, same weights) and the later stages run again
     weights = (out / "evolve" / "namm.safetensors").read_bytes()
-    only_evolve = over + ["language.enabled=false", "video.enabled=false", "rl.enabled=false"]
+    only_evolve = over + ["language.enabled=false", "video.enabled=false", "rl.enabled=false", "real.enabled=false"]
     with pytest.raises(ConfigError, match="--resume"):
         run_pipeline(load_pipeline_config(None, only_evolve))
     run_pipeline(load_pipeline_config(None, only_evolve), resume=True)
@@ -115,7 +117,7 @@ def test_missing_zoo_dt_says_how_to_build_it(tmp_path, monkeypatch):
 
     monkeypatch.setattr(lo, "zoo_dt_dir", lambda env, level="medium": tmp_path / f"dt-{env}-{level}")
     cfg = load_pipeline_config(None, [f"out={tmp_path / 'x'}", "evolve.weights=shipped", "language.enabled=false",
-                                      "video.enabled=false",
+                                      "video.enabled=false", "real.enabled=false",
                                       "rl.envs=[walker2d]", "progress=false"])
     with pytest.raises(FileNotFoundError, match="namm zoo train-dt"):
         run_pipeline(cfg)

@@ -5,8 +5,8 @@ The built-in families register on import, newest first; :func:`adapter_for` find
 
 from .base import ADAPTERS, Adapter, adapter_for, register_adapter
 from .decision_transformer import DECISION_TRANSFORMER, DecisionTransformerAdapter
-from .llama import LLAMA, LlamaFamily
 from .gemma import GEMMA, GemmaFamily
+from .llama import LLAMA, LlamaFamily
 from .llava_next_video import LLAVA_NEXT_VIDEO, LlavaNextVideoAdapter
 
 __all__ = [

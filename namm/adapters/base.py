@@ -10,15 +10,15 @@ from __future__ import annotations
 
 import inspect
 from dataclasses import dataclass
-from typing import ClassVar
-
-import torch
+from typing import Any, ClassVar
 
 from namm.attention import ATTN_NAME, register
 from namm.cache import MemoryCache
 from namm.policies import MemoryPolicy
 
-__all__ = ["Adapter", "ADAPTERS", "register_adapter", "adapter_for"]
+__all__ = ["Adapter", "ADAPTERS", "register_adapter", "adapter_for", "Model"]
+
+Model = Any  # a Hugging Face PreTrainedModel (its submodules and config are typed dynamically)
 
 
 @dataclass(frozen=True)
@@ -28,16 +28,16 @@ class Adapter:
     name: ClassVar[str] = "base"
     model_types: ClassVar[tuple[str, ...]] = ()
 
-    def matches(self, model: torch.nn.Module) -> bool:
+    def matches(self, model: Model) -> bool:
         return getattr(model.config, "model_type", None) in self.model_types
 
-    def text_config(self, model: torch.nn.Module):
+    def text_config(self, model: Model):
         return model.config.get_text_config(decoder=True)
 
-    def num_layers(self, model: torch.nn.Module) -> int:
+    def num_layers(self, model: Model) -> int:
         return int(self.text_config(model).num_hidden_layers)
 
-    def num_kv_heads(self, model: torch.nn.Module) -> int:
+    def num_kv_heads(self, model: Model) -> int:
         cfg = self.text_config(model)
         return int(getattr(cfg, "num_key_value_heads", None) or cfg.num_attention_heads)
 
@@ -45,13 +45,13 @@ class Adapter:
         """What to pass to ``set_attn_implementation`` (a dict for composite models)."""
         return impl
 
-    def current_attention(self, model: torch.nn.Module):
+    def current_attention(self, model: Model):
         return model.config._attn_implementation
 
-    def set_attention(self, model: torch.nn.Module, impl) -> None:
+    def set_attention(self, model: Model, impl) -> None:
         model.set_attn_implementation(impl)
 
-    def attach(self, model: torch.nn.Module):
+    def attach(self, model: Model):
         """Switch the model to the ``"namm"`` attention; returns what to restore on :meth:`detach`."""
         register()
         self.check(model)
@@ -59,10 +59,10 @@ class Adapter:
         self.set_attention(model, self.attention_target(ATTN_NAME))
         return prev
 
-    def detach(self, model: torch.nn.Module, prev) -> None:
+    def detach(self, model: Model, prev) -> None:
         self.set_attention(model, prev)
 
-    def layer_windows(self, model: torch.nn.Module) -> list[int | None]:
+    def layer_windows(self, model: Model) -> list[int | None]:
         """Per layer: the window of a sliding-attention layer, ``None`` for a full-attention one (which the
         policy manages). Read from ``config.layer_types`` (Gemma 2/3, Cohere 2, gpt-oss, Qwen with a window)."""
         cfg = self.text_config(model)
@@ -72,7 +72,7 @@ class Adapter:
         window = getattr(cfg, "sliding_window", None)
         return [int(window) if t == "sliding_attention" else None for t in types]
 
-    def check(self, model: torch.nn.Module) -> None:
+    def check(self, model: Model) -> None:
         """Refuse configurations the core cannot honour, with the reason."""
         cfg = self.text_config(model)
         types = getattr(cfg, "layer_types", None)
@@ -94,12 +94,12 @@ class Adapter:
                 "config.sliding_window = None to run it under a memory policy."
             )
 
-    def cache_kwarg(self, model: torch.nn.Module) -> str:
+    def cache_kwarg(self, model: Model) -> str:
         """transformers >= 5.24 calls the cache ``cache``; 5.17 ``past_key_values``."""
         params = inspect.signature(model.forward).parameters
         return "cache" if "cache" in params else "past_key_values"
 
-    def new_cache(self, model: torch.nn.Module, policy: MemoryPolicy) -> MemoryCache:
+    def new_cache(self, model: Model, policy: MemoryPolicy) -> MemoryCache:
         return MemoryCache(policy, self.num_layers(model), windows=self.layer_windows(model))
 
 
@@ -112,7 +112,7 @@ def register_adapter(adapter: Adapter) -> Adapter:
     return adapter
 
 
-def adapter_for(model: torch.nn.Module) -> Adapter:
+def adapter_for(model: Model) -> Adapter:
     """The newest registered adapter that matches ``model`` (the built-ins register when
     ``namm.adapters`` is imported, which importing this function implies)."""
     for a in ADAPTERS:

@@ -12,9 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-import torch
-
-from .base import Adapter, register_adapter
+from .base import Adapter, Model, register_adapter
 
 __all__ = ["DecisionTransformerAdapter", "DECISION_TRANSFORMER"]
 
@@ -26,20 +24,20 @@ class DecisionTransformerAdapter(Adapter):
     name: ClassVar[str] = "decision_transformer"
     model_types: ClassVar[tuple[str, ...]] = ("decision_transformer",)
 
-    def text_config(self, model: torch.nn.Module):
+    def text_config(self, model: Model):
         return model.config
 
-    def num_layers(self, model: torch.nn.Module) -> int:
+    def num_layers(self, model: Model) -> int:
         return int(model.config.n_layer)
 
-    def num_kv_heads(self, model: torch.nn.Module) -> int:
+    def num_kv_heads(self, model: Model) -> int:
         return int(model.config.n_head)  # GPT-2: no GQA
 
-    def check(self, model: torch.nn.Module) -> None:
+    def check(self, model: Model) -> None:
         if getattr(model.config, "add_cross_attention", False):
             raise ValueError("a Decision Transformer with cross-attention is not supported under a memory policy")
 
-    def cache_kwarg(self, model: torch.nn.Module) -> str:
+    def cache_kwarg(self, model: Model) -> str:
         # the top-level forward takes no cache at all (it would swallow it in **kwargs): the encoder does
         return super().cache_kwarg(model.encoder)
 

@@ -12,9 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-import torch
-
-from .base import register_adapter
+from .base import Model, register_adapter
 from .llama import LlamaFamily
 
 __all__ = ["LlavaNextVideoAdapter", "LLAVA_NEXT_VIDEO", "tokens_per_frame"]
@@ -31,12 +29,12 @@ class LlavaNextVideoAdapter(LlamaFamily):
         # sub-configs left out of the dict keep their implementation: the vision tower is untouched
         return {"text_config": impl}
 
-    def current_attention(self, model: torch.nn.Module) -> dict[str, str]:
+    def current_attention(self, model: Model) -> dict[str, str]:
         cfg = model.config
         return {"text_config": cfg.text_config._attn_implementation,
                 "vision_config": cfg.vision_config._attn_implementation}
 
-    def check(self, model: torch.nn.Module) -> None:
+    def check(self, model: Model) -> None:
         lm_type = getattr(self.text_config(model), "model_type", None)
         if lm_type not in LlamaFamily.model_types:
             raise ValueError(

@@ -35,9 +35,10 @@ class NAMM(MemoryPolicy):
             nothing, i.e. run with zero parameters, as the reference does).
     """
 
-    params: torch.Tensor | None = None
-    mean: torch.Tensor | None = None
-    var: torch.Tensor | None = None
+    # None means zeros / the identity normalisation; __post_init__ always leaves tensors
+    params: torch.Tensor = None  # type: ignore[assignment]
+    mean: torch.Tensor = None  # type: ignore[assignment]
+    var: torch.Tensor = None  # type: ignore[assignment]
     scorer: str = "bam"
     hidden: int = 32
     mode: str = "reference"
@@ -91,10 +92,31 @@ class NAMM(MemoryPolicy):
         q = qpos.shape[1]
         # each row's real queries are consecutive positions ending at the last column (left padding)
         virtual = qpos[:, -1:] - torch.arange(q - 1, -1, -1, device=qpos.device)  # [B, q]
-        if c.tail == c.hop and bool(((qpos == virtual) | ((qpos < 0) & (virtual < 0))).all()):
-            self._observe_suffix(state, attn, virtual)
+        # a few queries (decode): write their slots, fold when a block completes; many: all frames at once
+        if q >= c.hop and c.tail == c.hop and bool(((qpos == virtual) | ((qpos < 0) & (virtual < 0))).all()):
+            if q % c.hop == 0 and bool((qpos[:, 0] >= 0).all()) and bool((qpos[:, 0] % c.hop == 0).all()):
+                self._observe_blocks(state, attn)
+            else:
+                self._observe_suffix(state, attn, virtual)
         else:
             self._observe_rows(state, attn, qpos)
+
+    def _observe_blocks(self, st: dict, attn: torch.Tensor) -> None:
+        """Fastest path: no padding and the queries are whole hop blocks starting at a block boundary (how
+        prefill chunks arrive), so the open block is empty and every frame is ``tail | block`` of a
+        sliding window over ``tail`` and the rows. Same numbers as :meth:`_observe_rows`."""
+        c = self.spectral
+        hop = c.hop
+        q = attn.shape[2]
+        seq = torch.cat([st["tail"], attn.transpose(-1, -2)], dim=-1)  # [B,H,N,tail+q]
+        frames = seq.unfold(-1, c.n_fft, hop)  # [B,H,N,m,n_fft] windows: tail|block_0, block_0|block_1, ...
+        mag = torch.fft.rfft(frames * c.window(attn.device), dim=-1).abs()  # [B,H,N,m,F]
+        m = q // hop
+        beta = c.ema**hop
+        w = (1 - beta) * beta ** torch.arange(m - 1, -1, -1, device=attn.device, dtype=torch.float32)  # [m]
+        st["ema"] = beta**m * st["ema"] + torch.einsum("bhnjf,j->bhnf", mag, w)
+        st["tail"] = seq[..., -c.tail :]
+        st["block"] = torch.zeros_like(st["block"])
 
     def _observe_rows(self, st: dict, attn: torch.Tensor, qpos: torch.Tensor) -> None:
         """General path (any n_fft, padding anywhere): one frame per completed hop block, block by block."""

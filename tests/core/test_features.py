@@ -91,3 +91,30 @@ def test_batched_frames_equal_frame_by_frame():
     assert states[1]["ema"][2].abs().sum() > 0  # every row folded real frames
     for name in ("tail", "block", "ema"):
         torch.testing.assert_close(states[0][name], states[1][name], rtol=1e-5, atol=1e-6)
+
+
+def test_all_observe_paths_give_the_same_spectrogram():
+    """Whole-block chunks (prefill), odd chunks and single queries (decode) fold the same frames."""
+    from namm.cache import SlotState
+
+    torch.manual_seed(0)
+    pol = NAMM(n_up=64)
+    b, h, n, total = 2, 3, 160, 128
+
+    def fresh():
+        st = SlotState()
+        for name, shape in pol.token_state().items():
+            st[name] = torch.zeros(b, h, n, *shape)
+        return st
+
+    A = torch.rand(b, h, total, n)
+    qpos = torch.arange(total)[None].expand(b, -1)
+    states = []
+    for pieces in ([(0, 64), (64, 128)], [(0, 7), (7, 50), (50, 128)], [(i, i + 1) for i in range(total)]):
+        st = fresh()
+        for s, e in pieces:
+            pol.observe(st, A[:, :, s:e], qpos[:, s:e])
+        states.append(st)
+    for other in states[1:]:
+        for name in ("ema", "tail", "block"):
+            torch.testing.assert_close(other[name], states[0][name], rtol=1e-5, atol=1e-6)

