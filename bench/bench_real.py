@@ -2,6 +2,7 @@
 
     python bench/bench_real.py                                   # SmolLM2-135M (or its shape, random) at 2k/4k/8k
     python bench/bench_real.py --contexts 2048 --decode 32       # quicker
+    python bench/bench_real.py --contexts 2048 --repeats 3       # medians of 3 interleaved rounds (noisy boxes)
     python bench/bench_real.py --model llama3-8b-shape --device cuda --dtype bfloat16 --contexts 8192 16384 32768
 
 Policies: ``plain`` (HF's own SDPA attention and DynamicCache), ``full`` (the full cache through the
@@ -10,6 +11,7 @@ tokens seen): ``h2o``, ``snapkv``, ``namm25`` (the NAMM capped). Each (policy, c
 process, so peak RSS is that run's alone; prompts are real text (the Python standard library). Prefill
 is the prompt's forward pass (chunked per ``n_up`` for policies that evict, updates included); decode is
 ``--decode`` greedy tokens, one at a time. Ratios are to ``plain`` at the same context, in the same run.
+A failed measurement (out of memory, say) is recorded under ``failed`` and the others go on.
 
 Writes ``--out`` (default ``bench/results/<date>-<device>.json``): machine, commit, one row per
 ``{policy, batch, context, prefill_s, decode_tok_s, peak_rss_gib, kv_gib, cache_fraction}`` and the ratios.
@@ -23,6 +25,7 @@ import json
 import os
 import platform
 import resource
+import statistics
 import subprocess
 import sys
 import time
@@ -155,6 +158,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--batch", type=int, default=1)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--dtype", default="float32")
+    ap.add_argument("--repeats", type=int, default=1, help="rounds over the policies; the median of each measure")
     ap.add_argument("--out", default=None)
     ap.add_argument("--one", default=None, help=argparse.SUPPRESS)  # internal: one measurement
     ap.add_argument("--context", type=int, default=None, help=argparse.SUPPRESS)
@@ -162,20 +166,38 @@ def main(argv: list[str] | None = None) -> dict:
     if a.one:
         print(json.dumps(one(a)))
         return {}
-    rows = []
+    rows: list[dict] = []
+    failed: list[dict] = []
     for ctx in a.contexts:
-        for pol in a.policies.split(","):
-            cmd = [sys.executable, __file__, "--one", pol, "--context", str(ctx), "--model", a.model, "--budget",
-                   str(a.budget), "--n-up", str(a.n_up), "--decode", str(a.decode), "--batch", str(a.batch),
-                   "--device", a.device, "--dtype", a.dtype]
-            r = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
-            if r.returncode:
-                print(r.stderr[-2000:], file=sys.stderr)
-                raise SystemExit(f"{pol} at {ctx} failed")
-            rows.append(json.loads(r.stdout.strip().splitlines()[-1]))
-            print(json.dumps(rows[-1]), flush=True)
-    for r in rows:
-        base = next(x for x in rows if x["policy"] == "plain" and x["context"] == r["context"])
+        runs: dict[str, list[dict]] = {}
+        for rep in range(a.repeats):  # rounds over the policies, so slow phases of a shared box hit all alike
+            for pol in a.policies.split(","):
+                if pol in {f["policy"] for f in failed if f["context"] == ctx}:
+                    continue
+                cmd = [sys.executable, __file__, "--one", pol, "--context", str(ctx), "--model", a.model, "--budget",
+                       str(a.budget), "--n-up", str(a.n_up), "--decode", str(a.decode), "--batch", str(a.batch),
+                       "--device", a.device, "--dtype", a.dtype]
+                r = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+                if r.returncode:  # recorded, not fatal: one out-of-memory context must not lose the others
+                    print(r.stderr[-2000:], file=sys.stderr)
+                    err = (r.stderr.strip().splitlines() or ["?"])[-1]
+                    failed.append({"policy": pol, "context": ctx, "error": err})
+                    continue
+                runs.setdefault(pol, []).append(json.loads(r.stdout.strip().splitlines()[-1]))
+                print(json.dumps(runs[pol][-1]), flush=True)
+        for pol, rs in runs.items():  # the median run of each measure
+            row = dict(rs[0])
+            for k in ("prefill_s", "decode_tok_s", "peak_gib"):
+                row[k] = statistics.median(x[k] for x in rs)
+            row["repeats"] = len(rs)
+            if len(rs) > 1:
+                row["prefill_s_runs"] = [x["prefill_s"] for x in rs]
+                row["decode_tok_s_runs"] = [x["decode_tok_s"] for x in rs]
+            rows.append(row)
+    for r in list(rows):
+        base = next((x for x in rows if x["policy"] == "plain" and x["context"] == r["context"]), None)
+        if base is None:
+            continue
         r["prefill_x_plain"] = round(r["prefill_s"] / base["prefill_s"], 3)
         r["decode_x_plain"] = round(r["decode_tok_s"] / base["decode_tok_s"], 3)
         r["peak_x_plain"] = round(r["peak_gib"] / base["peak_gib"], 3)
@@ -183,7 +205,7 @@ def main(argv: list[str] | None = None) -> dict:
     doc = {"device": device_name(a.device), "date": datetime.date.today().isoformat(), "commit": commit,
            "python": platform.python_version(), "torch": __import__("torch").__version__,
            "threads": __import__("torch").get_num_threads(), "decode_tokens": a.decode, "n_up": a.n_up,
-           "budget": a.budget, "rows": rows}
+           "budget": a.budget, "repeats": a.repeats, "rows": rows, "failed": failed}
     tag = "gpu" if a.device.startswith("cuda") else "cpu"
     out = Path(a.out or ROOT / "bench" / "results" / f"{doc['date']}-{tag}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -192,9 +214,12 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"{'context':>7s} {'policy':8s} {'prefill s':>9s} {'x plain':>7s} {'decode t/s':>10s} {'x plain':>7s} "
           f"{'peak GiB':>8s} {'KV GiB':>7s} {'cache':>5s}")
     for r in rows:
-        print(f"{r['context']:7d} {r['policy']:8s} {r['prefill_s']:9.2f} {r['prefill_x_plain']:7.2f} "
-              f"{r['decode_tok_s']:10.2f} {r['decode_x_plain']:7.2f} {r['peak_gib']:8.2f} {r['kv_gib']:7.3f} "
+        xp, xd = r.get("prefill_x_plain", float("nan")), r.get("decode_x_plain", float("nan"))
+        print(f"{r['context']:7d} {r['policy']:8s} {r['prefill_s']:9.2f} {xp:7.2f} "
+              f"{r['decode_tok_s']:10.2f} {xd:7.2f} {r['peak_gib']:8.2f} {r['kv_gib']:7.3f} "
               f"{r['cache_fraction']:5.2f}")
+    for f in failed:
+        print(f"{f['context']:7d} {f['policy']:8s} FAILED: {f['error']}")
     print(f"-> {out}")
     return doc
 

@@ -45,8 +45,16 @@ def _expand_heads(mask: torch.Tensor, groups: int) -> torch.Tensor:
     return mask[:, :, None].expand(b, h, groups, q, n).reshape(b, h * groups, q, n)
 
 
+class _Causal:
+    """A mask marker: bottom-right aligned causal attention (see ``_attend``)."""
+
+
+CAUSAL = _Causal()
+Mask = torch.Tensor | _Causal | None
+
+
 def _attend(
-    query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, mask: torch.Tensor | None, scaling: float,
+    query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, mask: Mask, scaling: float,
     need_rows: bool, softcap: float | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """One masked attention.
@@ -68,13 +76,14 @@ def _attend(
         if mask is CAUSAL and q == n:  # a fresh prefill: the kernel's own causal mask, nothing materialised
             out = F.scaled_dot_product_attention(query, key, value, is_causal=True, scale=scaling, enable_gqa=g > 1)
             return out, None
-        if mask is CAUSAL:
+        m: object
+        if isinstance(mask, _Causal):
             m = causal_lower_right(q, n) if q > 1 else None
         else:
             m = mask if mask is None or mask.dim() == 2 else _expand_heads(mask, g)
         out = F.scaled_dot_product_attention(query, key, value, attn_mask=m, scale=scaling, enable_gqa=g > 1)
         return out, None
-    if mask is CAUSAL:  # one query sees every slot; more need the bottom-right triangle
+    if isinstance(mask, _Causal):  # one query sees every slot; more need the bottom-right triangle
         mask = None if q == 1 else torch.arange(n, device=query.device)[None, :] <= (
             n - q + torch.arange(q, device=query.device))[:, None]
     # query heads of one KV head are consecutive: [B, Hkv, G*q, D] against [B, Hkv, N, D], no broadcast copies
@@ -91,10 +100,7 @@ def _attend(
     return out.reshape(b, hq, q, d), rows
 
 
-CAUSAL = object()  # a mask marker: bottom-right aligned causal attention (see _attend)
-
-
-def _piece_mask(layer: MemoryLayer, qp: torch.Tensor, ahead: int, window: int | None) -> tuple[object, int]:
+def _piece_mask(layer: MemoryLayer, qp: torch.Tensor, ahead: int, window: int | None) -> tuple[Mask, int]:
     """What the queries at positions ``qp`` ``[B, m]`` may see of the layer's slots: live ones at or before
     their position (and within ``window``). ``ahead``: slots of this call after the piece (not yet visible).
     Returns ``(mask, n)``: attend over the first ``n`` slots with ``mask``.
@@ -189,13 +195,14 @@ def memory_attention(
             out, _ = _attend(qs, keys, values, mask, scaling, False, softcap)
             cols = torch.nonzero(need.any(0)).flatten()
             if cols.numel():
-                if mask is CAUSAL:  # the needed queries sit at slots n - m + cols
+                if isinstance(mask, torch.Tensor):
+                    sub = mask[cols] if mask.dim() == 2 else mask[:, :, cols]
+                else:  # CAUSAL (every slot live, so never None here): the needed queries sit at slots n - m + cols
                     j = torch.arange(n, device=qp.device)[None, :]
                     sub = j <= (n - qp.shape[1] + cols)[:, None]
-                else:
-                    sub = mask[cols] if mask.dim() == 2 else mask[:, :, cols]  # type: ignore[union-attr]
-                _, rows = _attend(qs[:, :, cols], keys, values, sub, scaling, True, softcap)
-                policy.observe(layer.state, _pad_slots(rows, layer.n), qp[:, cols].masked_fill(~need[:, cols], -1))
+                _, sub_rows = _attend(qs[:, :, cols], keys, values, sub, scaling, True, softcap)
+                assert sub_rows is not None
+                policy.observe(layer.state, _pad_slots(sub_rows, layer.n), qp[:, cols].masked_fill(~need[:, cols], -1))
         outs.append(out)
         if policy.evicts:
             at = boundary[:, e]

@@ -77,6 +77,8 @@ class MemoryLayer(CacheLayerMixin):
     """
 
     is_compileable = False
+    keys: torch.Tensor  # never None here (the mixin allows it before the first update)
+    values: torch.Tensor
 
     def __init__(self, policy: "MemoryPolicy", layer_idx: int, window: int | None = None) -> None:
         super().__init__()
@@ -165,7 +167,7 @@ class MemoryLayer(CacheLayerMixin):
     def get_seq_length(self, *args, **kwargs) -> int:
         return self.slots
 
-    def get_mask_sizes(self, query, *args, **kwargs) -> tuple[int, int]:
+    def get_mask_sizes(self, query, *args, **kwargs) -> tuple[int, int]:  # type: ignore[override]
         # transformers >= 5.24 passes the query length, 5.17 the cache_position tensor
         q = int(query.shape[-1]) if isinstance(query, torch.Tensor) else int(query)
         return self.slots + q, 0
@@ -271,7 +273,7 @@ class MemoryCache(Cache):
             raise ValueError(f"{len(windows)} layer windows for {num_layers} layers")
         layers = [MemoryLayer(policy, i) if w is None else MemoryLayer(Recency(n_up=policy.n_up, budget=int(w)), i, w)
                   for i, w in enumerate(windows)]
-        super().__init__(layers=layers)
+        super().__init__(layers=list(layers))
         self.policy = policy
         self.memory_layers: list[MemoryLayer] = layers
 

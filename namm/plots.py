@@ -12,7 +12,7 @@ import numpy as np
 
 from .io import atomic_write
 
-__all__ = ["save_heatmap", "score_vs_cache", "fitness_curve", "return_vs_cache"]
+__all__ = ["save_heatmap", "save_bars", "score_vs_cache", "fitness_curve", "return_vs_cache"]
 
 
 def _plt():
@@ -42,6 +42,25 @@ def save_heatmap(grid, path: Path, title: str, xlabel: str, ylabel: str, colorba
     ax.set_ylabel(ylabel)
     ax.set_title(title)
     fig.colorbar(im, ax=ax, label=colorbar)
+    fig.tight_layout()
+    return _save(fig, Path(path), 110)
+
+
+def save_bars(path: Path, labels: Sequence[str], series: dict[str, Sequence[float]], title: str, xlabel: str,
+              ylabel: str = "share") -> Path:
+    """Grouped bars: one group per label, one bar per series (``name -> [len(labels)]`` values)."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(max(5.0, 0.35 * len(labels) * len(series)), 3.6))
+    x = np.arange(len(labels))
+    w = 0.8 / max(1, len(series))
+    for i, (name, vals) in enumerate(series.items()):
+        ax.bar(x + (i - (len(series) - 1) / 2) * w, list(vals), w, label=name)
+    ax.set_xticks(x, list(labels))
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=8)
+    ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     return _save(fig, Path(path), 110)
 

@@ -70,7 +70,12 @@ class Adapter:
         if types is None:
             return [None] * self.num_layers(model)
         window = getattr(cfg, "sliding_window", None)
-        return [int(window) if t == "sliding_attention" else None for t in types]
+        if "sliding_attention" not in types:
+            return [None] * len(types)
+        if window is None:
+            raise ValueError(f"{cfg.model_type}: layer_types has sliding layers but the config sets no sliding_window")
+        w = int(window)
+        return [w if t == "sliding_attention" else None for t in types]
 
     def check(self, model: Model) -> None:
         """Refuse configurations the core cannot honour, with the reason."""

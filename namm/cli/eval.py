@@ -67,6 +67,9 @@ def run_compare(a: argparse.Namespace) -> None:
     for t, v in res["tasks"].items():
         print(f"{t:20s} {v['n']:4d} {v['a']:7.2f} {v['b']:7.2f} {v['diff']:+7.2f}  [{v['ci'][0]:+6.2f}, {v['ci'][1]:+6.2f}]"
               f"  {v['wins']:3d}  {v['losses']:3d}  {v['a_cache']:.3f}/{v['b_cache']:.3f}")
+        if "nll_diff" in v:
+            print(f"{'  NLL (nats/token)':20s} {'':4s} {v['a_nll']:7.3f} {v['b_nll']:7.3f} {v['nll_diff']:+7.3f}  "
+                  f"[{v['nll_ci'][0]:+6.3f}, {v['nll_ci'][1]:+6.3f}]")
     m = res["mean"]
     print(f"{'mean over tasks':20s} {'':4s} {m['a']:7.2f} {m['b']:7.2f} {m['diff']:+7.2f}  "
           f"[{m['ci'][0]:+6.2f}, {m['ci'][1]:+6.2f}]")

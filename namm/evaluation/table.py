@@ -88,28 +88,40 @@ def write_table(out: Path, names: Sequence[str], tasks: Sequence[str], reference
              "mean_cache_fraction": round(r["mean_cache_fraction"], 3),
              **{t: round(r["tasks"][t]["score"], 2) for t in tasks}} for n, r in res.items()]
     write_csv(out / "table.csv", rows, ["policy", "describe", "mean_score", "mean_cache_fraction", *tasks])
-    cmp_rows, diffs = [], {}
+    nll_tasks = [t for t in tasks if all(r["tasks"][t].get("nll") is not None for r in res.values())]
+    cmp_rows, diffs, nll_diffs = [], {}, {}
     for n in names:
         if n == reference:
             continue
         c = compare(out / n, out / reference)
         diffs[n] = c["mean"]
+        nll_diffs[n] = {t: c["tasks"][t] for t in nll_tasks}
         write_json(out / "compare" / f"{reference}_vs_{n}.json", c)
         for t, v in [*c["tasks"].items(), ("mean", {**c["mean"], "n": "", "wins": "", "losses": ""})]:
+            nll = [f"{v['nll_diff']:+.4f}", f"{v['nll_ci'][0]:+.4f}", f"{v['nll_ci'][1]:+.4f}"] if "nll_diff" in v \
+                else ["", "", ""]
             cmp_rows.append([n, t, v["n"], f"{v['a']:.2f}", f"{v['b']:.2f}", f"{v['diff']:+.2f}", f"{v['ci'][0]:+.2f}",
-                             f"{v['ci'][1]:+.2f}", v["wins"], v["losses"]])
+                             f"{v['ci'][1]:+.2f}", v["wins"], v["losses"], *nll])
     write_csv(out / "compare.csv", [["other", "task", "n", "other_score", f"{reference}_score",
                                      f"{reference}_minus_other", "ci_low", "ci_high", f"{reference}_better",
-                                     f"{reference}_worse"], *cmp_rows])
+                                     f"{reference}_worse", "nll_diff", "nll_ci_low", "nll_ci_high"], *cmp_rows])
     chance = {t: next(iter(res.values()))["tasks"][t].get("chance") for t in tasks}
-    head = "| policy | mean | " + " | ".join(tasks) + f" | cache | {reference} - policy [95%] |"
-    lines = [head, "|" + "---|" * (len(tasks) + 4)]
+    # likelihood tasks also show the raw NLL (nats per token) and its paired difference
+    nll_head = "".join(f" {t} NLL | {reference} - policy NLL [95%] |" for t in nll_tasks)
+    head = "| policy | mean | " + " | ".join(tasks) + f" | cache | {reference} - policy [95%] |" + nll_head
+    lines = [head, "|" + "---|" * (len(tasks) + 4 + 2 * len(nll_tasks))]
     for r in rows:
         d = diffs.get(r["policy"])
         cell = f"{d['diff']:+.2f} [{d['ci'][0]:+.2f}, {d['ci'][1]:+.2f}]" if d else ""
+        extra = ""
+        for t in nll_tasks:
+            v = nll_diffs.get(r["policy"], {}).get(t)
+            extra += f" {res[r['policy']]['tasks'][t]['nll']:.3f} | " + (
+                f"{v['nll_diff']:+.3f} [{v['nll_ci'][0]:+.3f}, {v['nll_ci'][1]:+.3f}] |" if v else " |")
         lines.append(f"| {r['policy']} | {r['mean_score']:.2f} | " + " | ".join(f"{r[t]:.1f}" for t in tasks)
-                     + f" | {r['mean_cache_fraction']:.3f} | {cell} |")
-    lines.append("| chance | | " + " | ".join("" if chance[t] is None else f"{chance[t]:.1f}" for t in tasks) + " | | |")
+                     + f" | {r['mean_cache_fraction']:.3f} | {cell} |" + extra)
+    lines.append("| chance | | " + " | ".join("" if chance[t] is None else f"{chance[t]:.1f}" for t in tasks) + " | | |"
+                 + " | |" * len(nll_tasks))
     write_text(out / "table.md", "\n".join(lines) + "\n")
     score_vs_cache([{"name": r["policy"], "mean_score": r["mean_score"], "mean_cache_fraction": r["mean_cache_fraction"]}
                     for r in rows], out / "score_vs_cache.png")

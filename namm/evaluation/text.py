@@ -171,7 +171,8 @@ def compare(a: str | Path, b: str | Path, n_boot: int = 10_000, seed: int = 0) -
     of each task (stratified), so both policies are always judged on the same draw.
 
     Returns ``{"a", "b", "n_boot", "tasks": {task: {n, a, b, diff, ci, wins, losses, a_cache, b_cache}},
-    "mean": {a, b, diff, ci}}``; scores in 0..100.
+    "mean": {a, b, diff, ci}}``; scores in 0..100. Likelihood tasks add ``a_nll, b_nll, nll_diff, nll_ci``
+    (nats per token, B - A, on the same resamples).
     """
     ra, rb = read_predictions(a), read_predictions(b)
     if set(ra) != set(rb):
@@ -197,6 +198,13 @@ def compare(a: str | Path, b: str | Path, n_boot: int = 10_000, seed: int = 0) -
             "a_cache": sum(ra[k]["cache_fraction"] for k in keys) / len(keys),
             "b_cache": sum(rb[k]["cache_fraction"] for k in keys) / len(keys),
         }
+        if all(ra[k].get("nll") is not None and rb[k].get("nll") is not None for k in keys):
+            # likelihood tasks: the paired difference in nats per token too (the score is exp(-NLL))
+            na = torch.tensor([float(ra[k]["nll"]) for k in keys], dtype=torch.float64)
+            nb = torch.tensor([float(rb[k]["nll"]) for k in keys], dtype=torch.float64)
+            dn = (nb - na)[idx].mean(1)
+            out["tasks"][t].update(a_nll=float(na.mean()), b_nll=float(nb.mean()), nll_diff=float((nb - na).mean()),
+                                   nll_ci=[float(dn.quantile(0.025)), float(dn.quantile(0.975))])
     dm = torch.stack(boot).mean(0)  # the mean over tasks is linear: its difference is the mean of theirs
     ts = out["tasks"].values()
     mean_a, mean_b = sum(v["a"] for v in ts) / len(ts), sum(v["b"] for v in ts) / len(ts)

@@ -81,5 +81,10 @@ def test_unsupported_layer_types_are_refused(gemma3):
         cfg.layer_types = ["linear_attention"] + old[1:]
         with pytest.raises(ValueError, match=r"\['linear_attention'\]"):
             a.check(gemma3)
+        cfg.layer_types, window = old, cfg.sliding_window
+        cfg.sliding_window = None
+        with pytest.raises(ValueError, match="no sliding_window"):
+            a.layer_windows(gemma3)
+        cfg.sliding_window = window
     finally:
         cfg.layer_types = old

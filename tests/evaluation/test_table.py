@@ -63,3 +63,26 @@ def test_likelihood_task_scores_the_continuation_through_the_memory():
             assert nll == pytest.approx(ref, rel=1e-4)
     small = score_task(model, tok, "lm_continuation", exs, Recency(n_up=64, budget=0.25), batch_size=2)
     assert small["mean_cache_fraction"] < 0.3 and json.dumps(small["example_nll"])
+
+
+def test_table_shows_nll_and_its_paired_difference_for_likelihood_tasks(tmp_path):
+    from namm.evaluation.table import write_table
+    from namm.io import write_json, write_jsonl
+
+    for name, nlls, frac in (("namm", [1.2, 1.6], 0.6), ("h2o", [1.0, 1.5], 0.6)):
+        recs = [{"task": "lm_continuation", "_id": str(i), "score": math.exp(-x), "nll": x, "cache_fraction": frac,
+                 "prediction": "", "answers": [""]} for i, x in enumerate(nlls)]
+        write_jsonl(tmp_path / name / "predictions.jsonl", recs)
+        nll = sum(nlls) / 2
+        write_json(tmp_path / name / "results.json", {
+            "policy": name, "mean_score": 100 * sum(r["score"] for r in recs) / 2, "mean_cache_fraction": frac,
+            "tasks": {"lm_continuation": {"score": 100 * sum(r["score"] for r in recs) / 2, "nll": nll,
+                                          "mean_cache_fraction": frac, "n": 2, "chance": None}}})
+    write_table(tmp_path, ["namm", "h2o"], ["lm_continuation"])
+    md = (tmp_path / "table.md").read_text().splitlines()
+    assert "lm_continuation NLL" in md[0] and "namm - policy NLL [95%]" in md[0]
+    h2o = next(line for line in md if line.startswith("| h2o |"))
+    assert "| 1.250 | +0.150 [" in h2o  # h2o's NLL, then namm - h2o in nats per token
+    assert all(line.count("|") == md[0].count("|") for line in md[1:])
+    cmp = next(csv.DictReader((tmp_path / "compare.csv").open()))
+    assert float(cmp["nll_diff"]) == pytest.approx(0.15)

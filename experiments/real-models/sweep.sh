@@ -1,0 +1,14 @@
+#!/bin/bash
+# Full-cache scores of the real models on every RULER task and lm_continuation at 1k, 2k and 4k tokens:
+# which tasks a model can do (a task enters a claim only where the full cache is clearly above chance).
+#   bash experiments/real-models/sweep.sh OUT [N]      # N instances per task (default 8), seed 100
+set -e
+O=${1:?usage: sweep.sh OUT [N]}
+N=${2:-8}
+for m in smollm2-135m gemma3-270m; do
+  for ctx in 1024 2048 4096; do
+    .venv/bin/namm eval --model $m --tasks ruler,lm_continuation --policy full --samples $N --seed 100 \
+      --context-tokens $ctx --batch-size 4 --out "$O/$m-$ctx"
+  done
+done
+.venv/bin/python "$(dirname "$0")/sweep_table.py" "$O"
