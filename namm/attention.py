@@ -83,14 +83,18 @@ def _attend(
             m = mask if mask is None or mask.dim() == 2 else _expand_heads(mask, g)
         out = F.scaled_dot_product_attention(query, key, value, attn_mask=m, scale=scaling, enable_gqa=g > 1)
         return out, None
-    if isinstance(mask, _Causal):  # one query sees every slot; more need the bottom-right triangle
-        mask = None if q == 1 else torch.arange(n, device=query.device)[None, :] <= (
-            n - q + torch.arange(q, device=query.device))[:, None]
-    # query heads of one KV head are consecutive: [B, Hkv, G*q, D] against [B, Hkv, N, D], no broadcast copies
-    qg = query.reshape(b, hkv, g * q, d)
-    logits = torch.matmul(qg, key.transpose(-1, -2)).mul_(scaling)  # [B,Hkv,G*q,N]
+    causal = isinstance(mask, _Causal) and q > 1  # one query sees every slot; more, the bottom-right triangle
+    if isinstance(mask, _Causal):
+        mask = None
+    # query heads of one KV head are consecutive: [B, Hkv, G*q, D] against [B, Hkv, N, D], no broadcast copies;
+    # the scale goes on the (small) queries, so the [G*q, N] logits are written once and not rescaled
+    qg = (query * scaling).reshape(b, hkv, g * q, d)
+    logits = torch.matmul(qg, key.transpose(-1, -2))  # [B,Hkv,G*q,N]
     if softcap is not None:
         logits = torch.tanh(logits / softcap) * softcap
+    if causal:  # only the piece's own q slots (the last ones) hold hidden entries: mask that [q, q] block alone
+        hidden = torch.ones(q, q, dtype=torch.bool, device=query.device).triu_(1)
+        logits.unflatten(2, (g, q))[..., n - q :].masked_fill_(hidden, float("-inf"))
     if mask is not None:
         m = mask if mask.dim() == 2 else mask[:, :, None]  # [q, N] or [B, Hkv or 1, 1, q, N]
         logits = logits.unflatten(2, (g, q)).masked_fill_(~m, float("-inf")).flatten(2, 3)

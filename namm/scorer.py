@@ -64,12 +64,12 @@ def _bcast(w: torch.Tensor, rank: int, trailing: int) -> torch.Tensor:
 
 def _backward_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor,
                         pos: torch.Tensor) -> torch.Tensor:
-    """Each existing token attends to itself and the newer ones (``pos_j >= pos_i``); padding rows attend to
-    themselves only. ``q, k, v`` ``[B, H, N, h]``; ``mask``, ``pos`` ``[B, H, N]``.
+    """Each existing token attends to itself and the newer ones (``pos_j >= pos_i``); padding rows get some
+    finite output (the caller masks their scores). ``q, k, v`` ``[B, H, N, h]``; ``mask``, ``pos`` ``[B, H, N]``.
 
     With the existing tokens a prefix of each head's slots in position order (how NAMM packs them), this is
-    causal attention on the reversed prefix: the fused kernel, without a mask, over each head's own count
-    (ragged heads one by one). Otherwise an explicit ``[B, H, N, N]`` mask.
+    causal attention on the reversed prefix: the fused kernel, without a mask, all heads in one call
+    (ragged ones permuted). Otherwise an explicit ``[B, H, N, N]`` mask.
     """
     sdpa = torch.nn.functional.scaled_dot_product_attention
     n = mask.shape[-1]
@@ -79,12 +79,16 @@ def _backward_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask:
     if prefix and ordered:
         if bool((count == n).all()):
             return sdpa(q.flip(-2), k.flip(-2), v.flip(-2), is_causal=True).flip(-2)
-        att = v.clone()  # padding rows: themselves
-        for b, h in torch.nonzero(count > 0).tolist():
-            c = int(count[b, h])
-            one = (slice(b, b + 1), slice(h, h + 1), slice(0, c))
-            att[one] = sdpa(q[one].flip(-2), k[one].flip(-2), v[one].flip(-2), is_causal=True).flip(-2)
-        return att
+        # ragged heads in one call: reverse each head's first ``count`` slots and leave the padding after
+        # them, so causal attention gives every existing token exactly its newer ones (padding rows see
+        # something finite; their scores are masked). The permutation is its own inverse.
+        i = torch.arange(n, device=mask.device)
+        rev = torch.where(i < count[..., None], count[..., None] - 1 - i, i)[..., None]  # [B, H, N, 1]
+
+        def perm(t: torch.Tensor) -> torch.Tensor:
+            return t.gather(2, rev.expand(*rev.shape[:-1], t.shape[-1]))
+
+        return perm(sdpa(perm(q), perm(k), perm(v), is_causal=True))
     allowed = (pos[..., None, :] >= pos[..., :, None]) & mask[..., None, :]  # [B,H,N,N]
     allowed = allowed | torch.eye(n, dtype=torch.bool, device=q.device)  # every row sees itself: finite
     return sdpa(q, k, v, attn_mask=allowed)

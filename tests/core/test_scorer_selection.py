@@ -122,3 +122,19 @@ def test_top_k_and_budget_forms():
         budget_tokens(1.5, seen)
     with pytest.raises(ValueError):
         parse_budget("lots")
+
+
+def test_backward_attention_ragged_heads_in_one_call_equal_the_explicit_mask():
+    from namm.scorer import _backward_attention
+
+    g = torch.Generator().manual_seed(5)
+    b, h, n = 2, 3, 40
+    q, k, v = (torch.randn(b, h, n, 8, generator=g) for _ in range(3))
+    count = torch.tensor([[40, 25, 0], [1, 39, 17]])
+    mask = torch.arange(n)[None, None, :] < count[..., None]  # existing tokens: a prefix of each head
+    pos = torch.arange(n).expand(b, h, n) * 3 + 7  # position order, gaps allowed
+    fast = _backward_attention(q, k, v, mask, pos)
+    allowed = ((pos[..., None, :] >= pos[..., :, None]) & mask[..., None, :]) | torch.eye(n, dtype=torch.bool)
+    ref = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=allowed)
+    torch.testing.assert_close(fast[mask], ref[mask], rtol=1e-5, atol=1e-6)
+    assert bool(torch.isfinite(fast).all())
