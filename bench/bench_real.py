@@ -3,6 +3,7 @@
     python bench/bench_real.py                                   # SmolLM2-135M (or its shape, random) at 2k/4k/8k
     python bench/bench_real.py --contexts 2048 --decode 32       # quicker
     python bench/bench_real.py --contexts 2048 --repeats 3       # medians of 3 interleaved rounds (noisy boxes)
+    python bench/bench_real.py --report bench/results/2026-12-01-cpu.json   # a results file as markdown
     python bench/bench_real.py --model llama3-8b-shape --device cuda --dtype bfloat16 --contexts 8192 16384 32768
 
 Policies: ``plain`` (HF's own SDPA attention and DynamicCache), ``full`` (the full cache through the
@@ -147,6 +148,22 @@ def device_name(device: str) -> str:
     return f"{platform.processor() or platform.machine()} CPU, {os.cpu_count()} cores"
 
 
+def markdown(doc: dict) -> str:
+    """The rows of a results JSON as a markdown table (ratios to plain HF at the same context)."""
+    lines = [f"{doc['device']}, commit {doc['commit']}, torch {doc['torch']}, {doc['threads']} threads, "
+             f"{doc['decode_tokens']} decoded tokens, n_up {doc['n_up']}, budget {doc['budget']}"
+             + (f", median of {doc['repeats']} interleaved rounds" if doc.get("repeats", 1) > 1 else ""), "",
+             "| context | policy | prefill s | x plain | decode tok/s | x plain | peak GiB | KV GiB | cache |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in doc["rows"]:
+        xp, xd = r.get("prefill_x_plain", float("nan")), r.get("decode_x_plain", float("nan"))
+        lines.append(f"| {r['context']} | {r['policy']} | {r['prefill_s']:.2f} | {xp:.2f}"
+                     f" | {r['decode_tok_s']:.2f} | {xd:.2f} | {r['peak_gib']:.2f}"
+                     f" | {r['kv_gib']:.3f} | {r['cache_fraction']:.2f} |")
+    lines += [f"| {f['context']} | {f['policy']} | failed: {f['error']} | | | | | | |" for f in doc.get("failed", [])]
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="smollm2-135m", help="a model name, or smollm2-135m-shape / llama3-8b-shape")
@@ -160,9 +177,13 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--dtype", default="float32")
     ap.add_argument("--repeats", type=int, default=1, help="rounds over the policies; the median of each measure")
     ap.add_argument("--out", default=None)
+    ap.add_argument("--report", default=None, metavar="JSON", help="print a results file as a markdown table")
     ap.add_argument("--one", default=None, help=argparse.SUPPRESS)  # internal: one measurement
     ap.add_argument("--context", type=int, default=None, help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
+    if a.report:
+        print(markdown(json.loads(Path(a.report).read_text())))
+        return {}
     if a.one:
         print(json.dumps(one(a)))
         return {}
