@@ -62,7 +62,7 @@ ap.add_argument("--tasks", default="lm_continuation")
 ap.add_argument("--samples", type=int, default=64)
 ap.add_argument("--seed", type=int, default=3000)
 ap.add_argument("--context-tokens", type=int, default=2048)
-ap.add_argument("--batch-size", type=int, default=4)
+ap.add_argument("--batch-size", type=int, default=1)
 ap.add_argument("--out", required=True)
 a = ap.parse_args()
 

@@ -8,7 +8,7 @@ N=${2:-8}
 for m in smollm2-135m gemma3-270m; do
   for ctx in 1024 2048 4096; do
     .venv/bin/namm eval --model $m --tasks ruler,lm_continuation --policy full --samples $N --seed 100 \
-      --context-tokens $ctx --batch-size 4 --out "$O/$m-$ctx"
+      --context-tokens $ctx --batch-size 1 --out "$O/$m-$ctx"
   done
 done
 .venv/bin/python "$(dirname "$0")/sweep_table.py" "$O"

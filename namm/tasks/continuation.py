@@ -62,7 +62,8 @@ def generate(tokenizer: Any, n: int, seed: int = 0, context_tokens: int = 2048, 
             uid = hashlib.sha1(f"lm_continuation:{d.id}:{start}:{context_tokens}".encode()).hexdigest()[:24]
             out.append({"context": context, "input": "", "answers": [target], "length": pool.ntok(context),
                         "dataset": "lm_continuation", "language": "en", "all_classes": None, "_id": uid,
-                        "needle_fraction": None, "context_tokens": context_tokens, "doc_id": d.id})
+                        "needle_fraction": None, "context_tokens": context_tokens, "doc_id": d.id,
+                        "chance": 1.0 / len(tokenizer)})  # a uniform guess over the vocabulary: exp(-ln V)
         if not progressed:
             raise ValueError(f"lm_continuation: only {len(out)} windows of {need} tokens in the held-out documents; "
                              f"use fewer --samples or a shorter --context-tokens")
@@ -75,5 +76,6 @@ def text_task() -> TextTask:
         name="lm_continuation",
         make_examples=lambda tok, n, seed, ctx, data_dir: generate(tok, n, seed, ctx),
         template="{context}", metric="qa_f1", max_new_tokens=TARGET_TOKENS, scoring="likelihood",
+        chance_fn=lambda exs: 100.0 * sum(ex["chance"] for ex in exs) / len(exs),
         provenance=lambda: {"corpus": default_corpus().fingerprint()}, family="lm_continuation",
         description="continue a held-out long file: 100 exp(-NLL) of the next 256 tokens")

@@ -68,6 +68,7 @@ def test_lm_continuation_windows(tok):
         assert 200 <= len(target) <= 300 and e["context"].endswith("\n")
         assert len(tok(e["context"], add_special_tokens=False)["input_ids"]) <= CTX
     assert t.likelihood_score(0.0) == 100.0 and 0 < t.likelihood_score(-1.5) < 23
+    assert t.chance_level(exs) == pytest.approx(100.0 / len(tok))  # a uniform guess over the vocabulary
     with pytest.raises(ValueError, match="shorter --context-tokens"):
         t.examples(tok, 1, seed=0, context_tokens=10**7)
 
