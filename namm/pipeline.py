@@ -418,22 +418,17 @@ def run_pipeline(cfg: PipelineConfig, config_path: str | None = None, resume: bo
         rows += stage_language(cfg, weights, out)
     else:
         skipped["language"] = "disabled in the config"
-    if cfg.real.enabled:
-        rrows, why = stage_real(cfg, weights, out)
-        rows += rrows
+    # stages that may skip themselves (a model not fetched, an extra not installed) say why
+    for name, label, stage, enabled in (("real", "[2b/4] real model", stage_real, cfg.real.enabled),
+                                         ("video", "[3/4] video", stage_video, cfg.video.enabled)):
+        if not enabled:
+            skipped[name] = "disabled in the config"
+            continue
+        srows, why = stage(cfg, weights, out)
+        rows += srows
         if why:
-            print(f"[2b/4] real model: skipped ({why})")
-            skipped["real"] = why
-    else:
-        skipped["real"] = "disabled in the config"
-    if cfg.video.enabled:
-        vrows, why = stage_video(cfg, weights, out)
-        rows += vrows
-        if why:
-            print(f"[3/4] video: skipped ({why})")
-            skipped["video"] = why
-    else:
-        skipped["video"] = "disabled in the config"
+            print(f"{label}: skipped ({why})")
+            skipped[name] = why
     if cfg.rl.enabled:
         rows += stage_rl(cfg, weights, out)
     else:
