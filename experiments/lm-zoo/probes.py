@@ -12,35 +12,17 @@ from typing import ClassVar
 
 import torch
 
-from namm.policies import MemoryPolicy
+from namm.policies import Wrapped
 
 
 @dataclass(frozen=True, eq=False)
-class KeepWhole(MemoryPolicy):
+class KeepWhole(Wrapped):
     """``inner``'s decisions, except that ``heads`` ((layer, kv head) pairs) and ``layers`` keep every token."""
 
-    inner: MemoryPolicy | None = None
     heads: tuple[tuple[int, int], ...] = ()
     layers: tuple[int, ...] = ()
 
     name: ClassVar[str] = "keep_whole"
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "n_up", self.inner.n_up)
-        super().__post_init__()
-
-    @property
-    def needs_attention(self) -> bool:  # type: ignore[override]
-        return self.inner.needs_attention
-
-    def token_state(self):
-        return self.inner.token_state()
-
-    def observe(self, state, attn, qpos) -> None:
-        self.inner.observe(state, attn, qpos)
-
-    def scores(self, view) -> torch.Tensor:
-        return self.inner.scores(view)
 
     def select(self, view) -> torch.Tensor:
         if view.layer_idx in self.layers:

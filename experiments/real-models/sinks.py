@@ -9,50 +9,12 @@
 from __future__ import annotations
 
 import argparse
-from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
-
-import torch
 
 from namm import models, tasks
 from namm.checkpoint import resolve_policy
 from namm.evaluation.text import evaluate, write_results
-from namm.policies import MemoryPolicy
-
-
-@dataclass(frozen=True, eq=False)
-class KeepSinks(MemoryPolicy):
-    """``inner``'s decisions, except that the first ``sinks`` positions are never evicted."""
-
-    inner: MemoryPolicy | None = None
-    sinks: int = 4
-
-    name: ClassVar[str] = "keep_sinks"
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "n_up", self.inner.n_up)
-        super().__post_init__()
-
-    @property
-    def needs_attention(self) -> bool:  # type: ignore[override]
-        return self.inner.needs_attention
-
-    def token_state(self):
-        return self.inner.token_state()
-
-    def observe(self, state, attn, qpos) -> None:
-        self.inner.observe(state, attn, qpos)
-
-    def scores(self, view) -> torch.Tensor:
-        return self.inner.scores(view)
-
-    def select(self, view) -> torch.Tensor:
-        return self.inner.select(view) | (view.in_view & (view.pos < self.sinks))
-
-    def describe(self) -> str:
-        return f"{self.inner.describe()} + first {self.sinks} positions pinned"
-
+from namm.policies import PinFirst
 
 ap = argparse.ArgumentParser()
 ap.add_argument("--model", default="smollm2-135m")
@@ -67,7 +29,7 @@ ap.add_argument("--out", required=True)
 a = ap.parse_args()
 
 names = tasks.expand(a.tasks)
-policy = KeepSinks(inner=resolve_policy(a.namm), sinks=a.sinks)
+policy = PinFirst(inner=resolve_policy(a.namm), sinks=a.sinks)
 model, tok = models.load(a.model)
 res = evaluate(model, tok, policy, names, a.samples, a.seed, a.context_tokens, a.batch_size)
 res.update(seed=a.seed, samples=a.samples, model=a.model, context_tokens=a.context_tokens)

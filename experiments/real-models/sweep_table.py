@@ -21,7 +21,8 @@ with open(out / "sweep.csv", "w", newline="") as fh:
     w.writeheader()
     w.writerows(rows)
 tasks = list(dict.fromkeys(r["task"] for r in rows))
-lines = ["| model | context | " + " | ".join(tasks) + " |", "|---|---|" + "---|" * len(tasks)]
+short = [t.removeprefix("ruler_").replace("niah_", "niah ") for t in tasks]
+lines = ["| model | context | n per task | " + " | ".join(short) + " |", "|---|---|---|" + "---|" * len(tasks)]
 for (m, c) in dict.fromkeys((r["model"], r["context"]) for r in rows):
     cells = []
     for t in tasks:
@@ -32,6 +33,7 @@ for (m, c) in dict.fromkeys((r["model"], r["context"]) for r in rows):
             cells.append(f"{r['score']:.1f} (NLL {r['nll']:.2f})")
         else:
             cells.append(f"{r['score']:.1f}" + ("" if r["chance"] is None else f" ({r['chance']:.1f})"))
-    lines.append(f"| {m} | {c} | " + " | ".join(cells) + " |")
+    n = max(x["n"] for x in rows if (x["model"], x["context"]) == (m, c))
+    lines.append(f"| {m} | {c} | {n} | " + " | ".join(cells) + " |")
 (out / "sweep.md").write_text("\n".join(lines) + "\n")
 print("\n".join(lines))

@@ -158,6 +158,9 @@ class TaskDataConfig:
     examples: int = 64  # synthetic / zoo only
     seed: int = 0  # synthetic / zoo only
     context_tokens: int = 2048  # zoo only
+    # corpus documents generated tasks draw from: "heldout" (what every evaluation reads) or "train" (files no
+    # evaluation reads: evolving a real model there keeps the evaluated files unseen)
+    split: Literal["heldout", "train"] = "heldout"
     samples: int = 64  # prompts drawn per generation (the same for every member)
     max_prompt_tokens: int = 6500  # longer prompts are cut in the middle
     max_new_tokens: int | None = None  # default: the task's own
@@ -249,6 +252,10 @@ class EvolveConfig:
                 _require(st.generations >= 0, f"{at}.generations", st.generations, "use a non-negative int")
         for name, d in self.data.items():
             d.check(f"data.{name}")
+            if d.split != "heldout" and kind == "text":
+                splits = tasks.make(name, kind).splits
+                _require(d.split in splits, f"data.{name}.split", d.split,
+                         f"task {name!r} draws only from {list(splits)}")
             if d.source is not None and kind == "text":
                 task = tasks.make(name, kind)
                 actual = "longbench" if task.source == "files" else task.family if task.family in ("zoo", "synthetic") \

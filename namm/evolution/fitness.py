@@ -102,3 +102,4 @@ def task_fitness(score: float, reference: float, min_reference: float = 1e-6) ->
 
 register_fitness("language", "namm.evolution.language:LanguageFitness", task_kind="text")
 register_fitness("rl", "namm.evolution.rl:RLFitness", task_kind="rl")
+register_fitness("attention_proxy", "namm.evolution.proxy:AttentionProxyFitness", task_kind="text")

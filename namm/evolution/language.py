@@ -96,7 +96,8 @@ def load_tasks(cfg: EvolveConfig, tokenizer) -> dict[str, TaskData]:
         d = cfg.data[name]
         task = make_task(name, kind="text")
         n = (d.limit if d.limit is not None else 10**9) if task.source == "files" else d.examples
-        examples = task.examples(tokenizer, n, seed=d.seed, context_tokens=d.context_tokens, data_dir=d.data_dir)
+        examples = task.examples(tokenizer, n, seed=d.seed, context_tokens=d.context_tokens, data_dir=d.data_dir,
+                                 split=d.split)
         out[name] = TaskData(name, task, examples, d.samples, d.max_prompt_tokens, d.max_new_tokens or task.max_new_tokens)
     return out
 

@@ -11,7 +11,7 @@ from typing import ClassVar
 
 import torch
 
-from ..features import RunningStats, SpectralConfig, age_embedding, fold_frame, normalise
+from ..features import RunningStats, SpectralConfig, age_embedding, fold_frame, normalise, spectrum
 from ..scorer import Scorer, make_scorer
 from ..selection import budget_tokens, neighbour_max, threshold_ragged, threshold_reference, top_k
 from .base import MemoryPolicy
@@ -112,7 +112,7 @@ class NAMM(MemoryPolicy):
         # faster on CPU than framing along a transposed copy
         seq = torch.cat([st["tail"].transpose(-1, -2), attn], dim=2)  # [B,H,tail+q,N]
         frames = seq.unfold(2, c.n_fft, hop).transpose(-1, -2)  # [B,H,m,n_fft,N]: tail|block_0, block_0|block_1, ...
-        mag = torch.fft.rfft(frames * c.window(attn.device)[:, None], dim=3).abs()  # [B,H,m,F,N]
+        mag = spectrum(frames, c.n_fft, dim=3)  # [B,H,m,F,N]
         m = q // hop
         beta = c.ema**hop
         w = (1 - beta) * beta ** torch.arange(m - 1, -1, -1, device=attn.device, dtype=torch.float32)  # [m]
@@ -128,7 +128,6 @@ class NAMM(MemoryPolicy):
         cuts = torch.nonzero(done.any(0)).flatten().tolist()
         if not cuts or cuts[-1] != attn.shape[2] - 1:
             cuts.append(attn.shape[2] - 1)
-        window = c.window(attn.device)
         b, h, _, n = attn.shape
         s = 0
         for e in cuts:  # segments never straddle a block boundary of any row
@@ -137,7 +136,7 @@ class NAMM(MemoryPolicy):
             st["block"].scatter_add_(-1, slot, seg.permute(0, 1, 3, 2))
             rows = done[:, e]
             if rows.any():
-                tail, ema = fold_frame(st["tail"], st["block"], st["ema"], c, window)
+                tail, ema = fold_frame(st["tail"], st["block"], st["ema"], c)
                 r = rows[:, None, None, None]
                 st["tail"] = torch.where(r, tail, st["tail"])
                 st["ema"] = torch.where(r, ema, st["ema"])
@@ -174,7 +173,7 @@ class NAMM(MemoryPolicy):
         if m and bool(fold.any()):
             fold, j, cur = fold[:, :m], j[:, :m], blocks[..., :m, :]
             prev = torch.cat([st["tail"][..., None, :], cur[..., :-1, :]], dim=-2)
-            mag = torch.fft.rfft(torch.cat([prev, cur], dim=-1) * c.window(dev), dim=-1).abs()  # [B,H,N,m,F]
+            mag = spectrum(torch.cat([prev, cur], dim=-1), c.n_fft)  # [B,H,N,m,F]
             beta = c.ema**hop
             w = torch.where(fold, (1 - beta) * beta ** (nb[:, None] - 1 - j).clamp_min(0).float(), 0.0)  # [B, m]
             k = fold.sum(-1)  # [B] frames folded per row

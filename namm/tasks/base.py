@@ -15,11 +15,12 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Literal, Sequence
 
 from . import metrics
+from .corpus import HELDOUT  # the corpus split every evaluation reads
 
 __all__ = ["TextTask", "VideoTask", "RLTask", "chat_wrap"]
 
-# (tokenizer, n, seed, context_tokens, data_dir) -> examples
-Examples = Callable[[Any, int, int, int, "str | None"], list[dict]]
+# (tokenizer, n, seed, context_tokens, data_dir[, split]) -> examples; split is passed when it is not heldout
+Examples = Callable[..., list[dict]]
 
 
 def chat_wrap(tokenizer, text: str) -> str:
@@ -37,8 +38,9 @@ class TextTask:
 
     Attributes:
         name: the registry id.
-        make_examples: ``(tokenizer, n, seed, context_tokens, data_dir) -> [example]``; generated tasks
-            size their contexts with the tokenizer, file-based ones (LongBench) read ``data_dir``.
+        make_examples: ``(tokenizer, n, seed, context_tokens, data_dir[, split]) -> [example]``; generated
+            tasks size their contexts with the tokenizer, file-based ones (LongBench) read ``data_dir``;
+            ``split``, passed only when it is not ``heldout``, is the corpus split documents come from.
         template: ``str.format`` template over ``{context}`` and ``{input}``; the answer follows it.
         answer_prefix: the start of the answer, written for the model after the template (after the
             assistant's turn opens, with a chat template), e.g. RULER's "The special magic number ... is";
@@ -57,6 +59,9 @@ class TextTask:
         provenance: what generated examples depend on beyond the seed (e.g. the corpus fingerprint),
             recorded with results.
         family: a group name (``ruler-niah``, ``zoo``, ``longbench``): held-out splits are by family.
+        splits: the corpus splits the task can draw documents from. Evaluation always reads ``heldout``;
+            evolving on the ``train`` split keeps every evaluated file unseen (the zoo LM trained on those
+            files, a real model did not).
     """
 
     name: str
@@ -74,6 +79,7 @@ class TextTask:
     chance_fn: Callable[[list[dict]], float] | None = None
     provenance: Callable[[], dict] | None = None
     family: str = ""
+    splits: tuple[str, ...] = (HELDOUT,)
     description: str = field(default="", compare=False)
 
     def chance_level(self, examples: list[dict]) -> float | None:
@@ -81,9 +87,15 @@ class TextTask:
         return self.chance_fn(examples) if self.chance_fn is not None else self.chance
 
     def examples(self, tokenizer, n: int, seed: int = 0, context_tokens: int = 2048,
-                 data_dir: str | None = None) -> list[dict]:
-        """``n`` examples (generated with ``seed`` at ``context_tokens``, or the first ``n`` of the files)."""
-        out = self.make_examples(tokenizer, n, seed, context_tokens, data_dir)
+                 data_dir: str | None = None, split: str = HELDOUT) -> list[dict]:
+        """``n`` examples (generated with ``seed`` at ``context_tokens`` from the documents of ``split``, or
+        the first ``n`` of the files)."""
+        if split not in self.splits:
+            raise ValueError(f"task {self.name!r} cannot draw from the {split!r} split (it has {list(self.splits)}); "
+                             f"use split: {self.splits[0]}")
+        # a task that only reads held-out documents need not take a split argument
+        extra = () if split == HELDOUT else (split,)
+        out = self.make_examples(tokenizer, n, seed, context_tokens, data_dir, *extra)
         if not out:
             raise ValueError(f"task {self.name!r}: no examples (n={n})")
         return out

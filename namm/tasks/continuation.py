@@ -15,7 +15,7 @@ import random
 from typing import Any
 
 from .base import TextTask
-from .corpus import HELDOUT, default_corpus
+from .corpus import HELDOUT, TRAIN, default_corpus
 from .zoo import Pool, select_docs
 
 __all__ = ["TARGET_TOKENS", "generate", "text_task"]
@@ -24,10 +24,10 @@ TARGET_TOKENS = 256
 
 
 def generate(tokenizer: Any, n: int, seed: int = 0, context_tokens: int = 2048, target_tokens: int = TARGET_TOKENS,
-             docs: Any = None) -> list[dict]:
+             docs: Any = None, split: str = HELDOUT) -> list[dict]:
     """``n`` instances from held-out documents long enough, in a seeded order; when there are fewer such
     documents than ``n``, later rounds cut each at an earlier place (never the same window twice)."""
-    pool = Pool(tokenizer, select_docs(docs if docs is not None else default_corpus(), HELDOUT))
+    pool = Pool(tokenizer, select_docs(docs if docs is not None else default_corpus(), split))
     need = context_tokens + target_tokens
     long_docs = []
     for d in pool.docs:
@@ -35,7 +35,7 @@ def generate(tokenizer: Any, n: int, seed: int = 0, context_tokens: int = 2048, 
         if len(ids) >= need:
             long_docs.append((d, ids, offsets))
     if not long_docs:
-        raise ValueError(f"lm_continuation: no held-out document has {need} tokens; use a shorter --context-tokens")
+        raise ValueError(f"lm_continuation: no {split} document has {need} tokens; use a shorter --context-tokens")
     order = list(range(len(long_docs)))
     random.Random(f"lm_continuation:{seed}").shuffle(order)
     out: list[dict] = []
@@ -74,8 +74,8 @@ def generate(tokenizer: Any, n: int, seed: int = 0, context_tokens: int = 2048, 
 def text_task() -> TextTask:
     return TextTask(
         name="lm_continuation",
-        make_examples=lambda tok, n, seed, ctx, data_dir: generate(tok, n, seed, ctx),
+        make_examples=lambda tok, n, seed, ctx, data_dir, split=HELDOUT: generate(tok, n, seed, ctx, split=split),
         template="{context}", metric="qa_f1", max_new_tokens=TARGET_TOKENS, scoring="likelihood",
         chance_fn=lambda exs: 100.0 * sum(ex["chance"] for ex in exs) / len(exs),
-        provenance=lambda: {"corpus": default_corpus().fingerprint()}, family="lm_continuation",
+        provenance=lambda: {"corpus": default_corpus().fingerprint()}, family="lm_continuation", splits=(HELDOUT, TRAIN),
         description="continue a held-out long file: 100 exp(-NLL) of the next 256 tokens")

@@ -30,7 +30,7 @@ from collections import Counter
 from typing import Any, Callable
 
 from .base import TextTask
-from .corpus import HELDOUT, default_corpus
+from .corpus import HELDOUT, TRAIN, default_corpus
 from .zoo import Pool, filler_chunks, fit_to_tokens, insert_items, prefix_lines, select_docs
 
 __all__ = ["RULER_TASKS", "text_task", "generate"]
@@ -53,8 +53,8 @@ def _vocab(pool: Pool) -> list[str]:
     return [w for w, c in counts.most_common() if c >= 2]
 
 
-def _pool(tokenizer) -> tuple[Pool, list[str]]:
-    pool = Pool(tokenizer, select_docs(default_corpus(), HELDOUT))
+def _pool(tokenizer, split: str = HELDOUT) -> tuple[Pool, list[str]]:
+    pool = Pool(tokenizer, select_docs(default_corpus(), split))
     return pool, _vocab(pool)
 
 
@@ -218,10 +218,11 @@ _FAMILY = {"ruler_niah_single": "ruler-niah", "ruler_niah_multikey": "ruler-niah
            "ruler_fwe": "ruler-aggregation", "ruler_qa": "ruler-qa"}
 
 
-def generate(task: str, tokenizer: Any, n: int, seed: int, context_tokens: int) -> list[dict]:
-    """``n`` seeded instances of a RULER task at ``context_tokens`` (sized with ``tokenizer``)."""
+def generate(task: str, tokenizer: Any, n: int, seed: int, context_tokens: int, split: str = HELDOUT) -> list[dict]:
+    """``n`` seeded instances of a RULER task at ``context_tokens`` (sized with ``tokenizer``), haystacks
+    from the documents of ``split``."""
     spec = RULER_TASKS[task]
-    pool, vocab = _pool(tokenizer)
+    pool, vocab = _pool(tokenizer, split)
     strata = list(range(n))
     random.Random(f"{task}:{seed}:strata").shuffle(strata)
     out = []
@@ -250,13 +251,13 @@ def _chance(task: str) -> Callable[[list[dict]], float] | None:
 def text_task(name: str) -> TextTask:
     spec = RULER_TASKS[name]
 
-    def make(tokenizer, n: int, seed: int, context_tokens: int, data_dir: str | None) -> list[dict]:
-        return generate(name, tokenizer, n, seed, context_tokens)
+    def make(tokenizer, n: int, seed: int, context_tokens: int, data_dir: str | None, split: str = HELDOUT) -> list[dict]:
+        return generate(name, tokenizer, n, seed, context_tokens, split)
 
     return TextTask(
         name=name, make_examples=make,
         template="Read the text below and answer the question after it.\n\n{context}\n\nQuestion: {input}",
         answer_prefix="", metric=spec["metric"], max_new_tokens=spec["max_new_tokens"], chat=True,
         all_answers=spec["metric"] == "string_match", chance=spec["chance"], chance_fn=_chance(name),
-        provenance=lambda: {"corpus": default_corpus().fingerprint()}, family=_FAMILY[name],
+        provenance=lambda: {"corpus": default_corpus().fingerprint()}, family=_FAMILY[name], splits=(HELDOUT, TRAIN),
         description=(__doc__ or "").split(f"``{name}``", 1)[-1].split("\n*", 1)[0].strip(": \n"))

@@ -636,10 +636,10 @@ def text_task(name: str) -> TextTask:
     """The registry's view of a zoo task: examples from the default corpus, the zoo's own template."""
     t = ZOO_TASKS[name]
 
-    def make(tokenizer, n: int, seed: int, context_tokens: int, data_dir: str | None) -> list[dict]:
-        return t.generate(tokenizer, default_corpus(), n, seed=seed, context_tokens=context_tokens)
+    def make(tokenizer, n: int, seed: int, context_tokens: int, data_dir: str | None, split: str = HELDOUT) -> list[dict]:
+        return t.generate(tokenizer, default_corpus(), n, seed=seed, context_tokens=context_tokens, split=split)
 
     return TextTask(name=name, make_examples=make, template=t.prompt, metric=t.metric, max_new_tokens=t.max_new_tokens,
                     chance=_CHANCE.get(name), chance_fn=_passage_chance if name == "passage_retrieval" else None,
                     provenance=lambda: {"corpus": default_corpus().fingerprint()},
-                    family="zoo", description=(t.generate.__doc__ or "").strip())
+                    family="zoo", splits=(HELDOUT, TRAIN), description=(t.generate.__doc__ or "").strip())

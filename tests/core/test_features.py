@@ -118,3 +118,16 @@ def test_all_observe_paths_give_the_same_spectrogram():
     for other in states[1:]:
         for name in ("ema", "tail", "block"):
             torch.testing.assert_close(other[name], states[0][name], rtol=1e-5, atol=1e-6)
+
+
+def test_spectrum_is_the_windowed_rfft_magnitude_along_any_dim():
+    from namm.features import spectrum
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(2, 3, 32, 5, generator=g)
+    win = torch.hann_window(32, periodic=True, dtype=torch.float64)
+    want = torch.fft.rfft(x.double().movedim(2, -1) * win, dim=-1).abs().movedim(-1, 2)  # [2, 3, 17, 5]
+    for dim, frames in ((2, x), (-2, x), (-1, x.movedim(2, -1)), (0, x.movedim(2, 0))):
+        got = spectrum(frames, 32, dim=dim)
+        back = got.movedim(dim, 2) if dim not in (2, -2) else got
+        torch.testing.assert_close(back.double(), want, atol=2e-6, rtol=1e-5)

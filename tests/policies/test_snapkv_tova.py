@@ -1,5 +1,5 @@
 """SnapKV and TOVA: what each keeps, checked on the tiny Llama (budgets and newest tokens are checked for
-every default policy in tests/test_policies.py)."""
+every default policy in tests/test_policies.py), and the PinFirst wrapper."""
 
 from __future__ import annotations
 
@@ -35,3 +35,20 @@ def test_snapkv_keeps_its_observation_window_and_resets_it(tiny_llama):
         assert (layer.state["obs"][layer.valid] >= 0).all()
     with pytest.raises(ValueError, match="window"):
         SnapKV(n_up=16, window=32)
+
+
+def test_pin_first_keeps_the_sinks_and_forwards_the_rest(tiny_llama):
+    from namm.policies import H2O, NAMM, PinFirst
+
+    inner = H2O(n_up=32, budget=0.25)
+    pinned = run(tiny_llama, PinFirst(inner=inner, sinks=4))
+    for layer in pinned.memory_layers:
+        live = layer.pos.masked_fill(~layer.valid, -1)
+        assert ((live >= 0) & (live < 4)).sum(-1).eq(4).all(), "positions 0-3 stay in every row and head"
+    plain = run(tiny_llama, inner)
+    assert pinned.cache_fraction() >= plain.cache_fraction()
+    w = PinFirst(inner=NAMM(n_up=64), sinks=2)
+    assert w.n_up == 64 and w.needs_attention and w.token_state() == NAMM(n_up=64).token_state()
+    assert "first 2 positions pinned" in w.describe()
+    with pytest.raises(ValueError, match="pass it as inner="):
+        PinFirst(inner)  # positionally it would be n_up

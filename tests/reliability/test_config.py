@@ -28,6 +28,17 @@ def test_paper_config_loads_offline():
     assert not cfg.run.batched_population and cfg.run.checkpoint_every == 1
 
 
+@pytest.mark.parametrize("path", sorted((ROOT / "configs").glob("evolve_*.yaml")), ids=lambda p: p.stem)
+def test_every_shipped_evolve_config_validates_offline(path):
+    raw = yaml.safe_load(path.read_text())
+    warm = (raw.get("evolution") or {}).get("init_from") or ""
+    # a warm start from an earlier run's output (runs/...) exists only after that run
+    cfg = load_config(path, ["evolution.init_from=null"] if warm.startswith("runs/") else [])  # no model, no data
+    if "smollm2" in path.stem:  # evolved where no evaluation reads: the corpus's train split
+        assert all(cfg.data[t].split == "train" for st in cfg.stages for t in st.tasks)
+        assert cfg.evolution.cache_target == 0.5 and "ruler_qa" not in {t for st in cfg.stages for t in st.tasks}
+
+
 def test_tiny_config_and_round_trip(tmp_path):
     cfg = load_config(TINY)
     assert cfg.model.name == "tiny-random" and cfg.namm.mode == "ragged" and cfg.stages[0].tasks == ["synthetic_recall"]

@@ -76,3 +76,18 @@ def test_lm_continuation_windows(tok):
 def test_unknown_task_names_the_closest():
     with pytest.raises(tasks.UnknownTaskError, match="did you mean 'ruler_niah_single'"):
         tasks.expand("ruler_niah_singel")
+
+
+def test_train_split_draws_other_files_and_is_refused_where_absent(tok):
+    from namm.evolution.config import ConfigError, load_config
+
+    t = tasks.make("lm_continuation")
+    held = {e["doc_id"] for e in t.examples(tok, 6, seed=0, context_tokens=256)}
+    train = {e["doc_id"] for e in t.examples(tok, 6, seed=0, context_tokens=256, split="train")}
+    assert held and train and not held & train
+    needle = tasks.make("ruler_niah_single").examples(tok, 2, seed=0, context_tokens=256, split="train")
+    assert len(needle) == 2
+    with pytest.raises(ValueError, match="cannot draw from the 'train' split"):
+        tasks.make("synthetic_recall").examples(tok, 2, split="train")
+    with pytest.raises(ConfigError, match="data.synthetic_recall.split"):
+        load_config("configs/evolve_tiny.yaml", ["data.synthetic_recall.split=train"])
