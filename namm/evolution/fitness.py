@@ -19,7 +19,8 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-__all__ = ["Fitness", "FitnessEntry", "FITNESSES", "register_fitness", "make_fitness", "task_fitness", "WORST_FITNESS"]
+__all__ = ["Fitness", "FitnessEntry", "FITNESSES", "register_fitness", "make_fitness", "task_fitness", "WORST_FITNESS",
+           "split_nonfinite"]
 
 WORST_FITNESS = -1.0  # a failed member (exception, NaN/inf): below every valid fitness (those are >= 0)
 
@@ -86,6 +87,13 @@ def make_fitness(cfg, dist, **objects: Any) -> Fitness:
         module, _, attr = cls.partition(":")
         cls = getattr(importlib.import_module(module), attr)
     return cls(cfg, dist, **objects)
+
+
+def split_nonfinite(members: Sequence[int], params: torch.Tensor) -> tuple[dict[int, dict], list[int]]:
+    """``({member: error entry}, members to evaluate)``: members whose ``params`` row has a NaN or inf fail
+    up front, the others are left for :meth:`Fitness.evaluate` to run."""
+    bad = {m: {"error": "non-finite parameters"} for m in members if not bool(torch.isfinite(params[m]).all())}
+    return bad, [m for m in members if m not in bad]
 
 
 def task_fitness(score: float, reference: float, min_reference: float = 1e-6) -> float:

@@ -25,7 +25,7 @@ from namm.tasks.longbench import truncate_middle
 
 from .config import ConfigError, EvolveConfig, ModelConfig
 from .dist import Dist
-from .fitness import Fitness
+from .fitness import Fitness, split_nonfinite
 
 __all__ = ["LanguageFitness", "TaskData", "load_tasks", "resolve_device", "load_model"]
 
@@ -234,11 +234,7 @@ class LanguageFitness(Fitness):
         """See :meth:`Fitness.evaluate`. A member that raises (or has non-finite parameters) gets an error
         entry. Batched: the ``(member, prompt)`` rows of one prompt, ``run.batch_size`` per forward pass; a
         chunk that raises is re-run member by member, so one broken member does not sink its neighbours."""
-        results: dict[int, dict] = {}
-        for m in members:
-            if not bool(torch.isfinite(params[m]).all()):
-                results[m] = {"error": "non-finite parameters"}
-        todo = [m for m in members if m not in results]
+        results, todo = split_nonfinite(members, params)
         if self.cfg.run.batched_population and len(todo) > 1:
             preds: dict[int, dict[str, list[tuple[Any, float]]]] = {}
             broken: set[int] = set()

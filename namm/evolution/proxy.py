@@ -22,8 +22,6 @@ attention of the scored blocks, ~75 MB per 768-token SmolLM2 trace, kept for the
 
 from __future__ import annotations
 
-from typing import Sequence
-
 import numpy as np
 import torch
 
@@ -32,6 +30,7 @@ from namm.features import RunningStats, SpectralConfig
 from namm.policies import NAMM
 from namm.replay import kept_mass, token_states
 
+from .fitness import split_nonfinite
 from .language import LanguageFitness
 
 __all__ = ["AttentionProxyFitness"]
@@ -57,12 +56,11 @@ class AttentionProxyFitness(LanguageFitness):
         if key not in self.traces:
             t = self.tasks[task]
             prompt, answer = t.prompt(i, self.tok), t.answer(i, self.tok)
-            n_up = self.cfg.namm.n_up
-            meta, tensors = record(self.model, list(prompt) + list(answer), n_up=n_up)
             n = self.cfg.namm
+            meta, tensors = record(self.model, list(prompt) + list(answer), n_up=n.n_up)
             spectral = SpectralConfig(n_fft=n.n_fft, hop=n.hop, ema=n.ema)
-            states = token_states(NAMM(n_up=n_up, spectral=spectral), meta, tensors, names=("ema",))
-            first = len(prompt) // n_up  # earlier blocks hold no scored query: their attention is not read again
+            states = token_states(NAMM(n_up=n.n_up, spectral=spectral), meta, tensors, names=("ema",))
+            first = len(prompt) // n.n_up  # earlier blocks hold no scored query: their attention is not read again
             tensors = {k: v for k, v in tensors.items() if int(k.split(".")[1]) >= first}
             self.traces[key] = (meta, tensors, len(prompt), states)
         return self.traces[key]
@@ -103,20 +101,19 @@ class AttentionProxyFitness(LanguageFitness):
         return scores, torch.stack(fracs).mean(0).numpy()
 
     def evaluate(self, members: list[int], params: torch.Tensor, batch: dict[str, list[int]], make_policy) -> list[dict]:
-        results: dict[int, dict] = {}
-        for m in members:
-            if not bool(torch.isfinite(params[m]).all()):
-                results[m] = {"error": "non-finite parameters"}
-        todo = [m for m in members if m not in results]
-        groups: Sequence[list[int]] = [todo] if self.cfg.run.batched_population else [[m] for m in todo]
-        for group in groups:
-            if not group:
-                continue
+        """See :meth:`Fitness.evaluate`. Batched, all members are rows of one replay; if it raises, each is
+        re-run alone, so one broken member does not sink the others."""
+        results, todo = split_nonfinite(members, params)
+        groups = [todo] if self.cfg.run.batched_population and len(todo) > 1 else [[m] for m in todo]
+        while groups:
+            group = groups.pop(0)
             try:
                 scores, fracs = self._scores(params[group], batch, make_policy)
             except Exception as e:  # a broken member gets the worst fitness; the run goes on
-                for m in group:
-                    results[m] = {"error": f"{type(e).__name__}: {e}"}
+                if len(group) > 1:
+                    groups += [[m] for m in group]
+                else:
+                    results[group[0]] = {"error": f"{type(e).__name__}: {e}"}
                 continue
             for j, m in enumerate(group):
                 results[m] = {"scores": {t: float(s[j]) for t, s in scores.items()}, "cache_fraction": float(fracs[j])}

@@ -21,7 +21,7 @@ from namm.policies import FullCache
 
 from .config import EvolveConfig
 from .dist import Dist
-from .fitness import Fitness
+from .fitness import Fitness, split_nonfinite
 
 __all__ = ["RLFitness"]
 
@@ -81,18 +81,15 @@ class RLFitness(Fitness):
         return total.result()
 
     def evaluate(self, members: list[int], params: torch.Tensor, batch: dict[str, list[int]], make_policy) -> list[dict]:
-        out = []
-        for m in members:
-            if not bool(torch.isfinite(params[m]).all()):
-                out.append({"error": "non-finite parameters"})
-                continue
+        out, todo = split_nonfinite(members, params)
+        for m in todo:
             try:
                 scores, fracs = {}, []
                 for t, seeds in batch.items():
                     rets, frac = self._returns(t, make_policy(params[m]), seeds)
                     scores[t] = float(np.mean(rets))
                     fracs.append(frac)
-                out.append({"scores": scores, "cache_fraction": float(np.mean(fracs))})
+                out[m] = {"scores": scores, "cache_fraction": float(np.mean(fracs))}
             except Exception as e:  # a broken member gets the worst fitness; the run goes on
-                out.append({"error": f"{type(e).__name__}: {e}"})
-        return out
+                out[m] = {"error": f"{type(e).__name__}: {e}"}
+        return [out[m] for m in members]

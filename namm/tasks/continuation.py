@@ -25,8 +25,9 @@ TARGET_TOKENS = 256
 
 def generate(tokenizer: Any, n: int, seed: int = 0, context_tokens: int = 2048, target_tokens: int = TARGET_TOKENS,
              docs: Any = None, split: str = HELDOUT) -> list[dict]:
-    """``n`` instances from held-out documents long enough, in a seeded order; when there are fewer such
-    documents than ``n``, later rounds cut each at an earlier place (never the same window twice)."""
+    """``n`` instances from the long enough documents of ``split`` (held-out by default), in a seeded order;
+    when there are fewer such documents than ``n``, later rounds cut each at an earlier place (never the same
+    window twice)."""
     pool = Pool(tokenizer, select_docs(docs if docs is not None else default_corpus(), split))
     need = context_tokens + target_tokens
     long_docs = []
@@ -65,7 +66,7 @@ def generate(tokenizer: Any, n: int, seed: int = 0, context_tokens: int = 2048, 
                         "needle_fraction": None, "context_tokens": context_tokens, "doc_id": d.id,
                         "chance": 1.0 / len(tokenizer)})  # a uniform guess over the vocabulary: exp(-ln V)
         if not progressed:
-            raise ValueError(f"lm_continuation: only {len(out)} windows of {need} tokens in the held-out documents; "
+            raise ValueError(f"lm_continuation: only {len(out)} windows of {need} tokens in the {split} documents; "
                              f"use fewer --samples or a shorter --context-tokens")
         rnd += 1
     return out

@@ -113,3 +113,32 @@ def test_proxy_evolution_runs_and_resumes_on_the_same_trajectory(tmp_path, tiny)
     evolve(cfg_b, model=model, tokenizer=tok, stop_after=1)
     resumed = evolve(cfg_b, model=model, tokenizer=tok, resume=True)
     assert [r["fitness"] for r in resumed.history] == [r["fitness"] for r in whole.history]
+
+
+def test_proxy_broken_member_fails_alone(tmp_path, tiny, monkeypatch):
+    from namm.evolution.loop import Evolution
+    from namm.evolution.proxy import AttentionProxyFitness
+
+    model, tok = tiny
+    cfg = load_config("configs/evolve_tiny.yaml", ["modality=attention_proxy", f"run.out={tmp_path / 'r'}"])
+    ev = Evolution(cfg, model=model, tokenizer=tok)
+    fit = ev.fitness
+    assert isinstance(fit, AttentionProxyFitness)
+    ev.norm = fit.collect_stats(ev.batch(0), ev.make_policy)
+    batch = ev.batch(0)
+    fit.reference_scores(batch)
+    params = torch.zeros(4, ev.num_params)
+    params[:, -1] = 0.5
+    params[1, -1] = 7.0  # the member whose replay "breaks"
+    params[2, 0] = float("nan")
+    real = fit._scores
+
+    def flaky(p, b, mp):
+        if bool((p[:, -1] == 7.0).any()):
+            raise RuntimeError("simulated replay error")
+        return real(p, b, mp)
+
+    monkeypatch.setattr(fit, "_scores", flaky)
+    out = fit.evaluate([0, 1, 2, 3], params, batch, ev.make_policy)
+    assert "simulated replay error" in out[1]["error"] and out[2]["error"] == "non-finite parameters"
+    assert "scores" in out[0] and "scores" in out[3] and out[0] == out[3]
