@@ -67,14 +67,17 @@ def _backward_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask:
     """Each existing token attends to itself and the newer ones (``pos_j >= pos_i``); padding rows get some
     finite output (the caller masks their scores). ``q, k, v`` ``[B, H, N, h]``; ``mask``, ``pos`` ``[B, H, N]``.
 
-    With the existing tokens a prefix of each head's slots in position order (how NAMM packs them), this is
-    causal attention on the reversed prefix: the fused kernel, without a mask, all heads in one call
-    (ragged ones permuted). Otherwise an explicit ``[B, H, N, N]`` mask.
+    With the existing tokens a prefix of each head's slots, newest first (how NAMM packs them), this is
+    causal attention: the fused kernel, without a mask, all heads in one call. Oldest first, it is causal
+    attention on the reversed prefix (ragged heads permuted). Otherwise an explicit ``[B, H, N, N]`` mask.
     """
     sdpa = torch.nn.functional.scaled_dot_product_attention
     n = mask.shape[-1]
     count = mask.sum(-1)  # [B, H]
     prefix = bool((mask == (torch.arange(n, device=mask.device) < count[..., None])).all())
+    if prefix and bool(((pos[..., 1:] < pos[..., :-1]) | ~mask[..., 1:]).all()):
+        # padding after the prefix sees real tokens and earlier padding only: finite, and no real row sees it
+        return sdpa(q, k, v, is_causal=True)
     ordered = bool(((pos[..., 1:] > pos[..., :-1]) | ~mask[..., 1:]).all())
     if prefix and ordered:
         if bool((count == n).all()):

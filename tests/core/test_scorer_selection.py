@@ -138,3 +138,20 @@ def test_backward_attention_ragged_heads_in_one_call_equal_the_explicit_mask():
     ref = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=allowed)
     torch.testing.assert_close(fast[mask], ref[mask], rtol=1e-5, atol=1e-6)
     assert bool(torch.isfinite(fast).all())
+
+
+def test_backward_attention_newest_first_is_plain_causal_and_equals_the_explicit_mask():
+    """NAMM packs the tokens in view newest first, so BAM runs the fused causal kernel with no permutation."""
+    from namm.scorer import _backward_attention
+
+    g = torch.Generator().manual_seed(6)
+    b, h, n = 2, 3, 40
+    q, k, v = (torch.randn(b, h, n, 8, generator=g) for _ in range(3))
+    count = torch.tensor([[40, 25, 0], [1, 39, 17]])
+    mask = torch.arange(n)[None, None, :] < count[..., None]
+    pos = (n - torch.arange(n)).expand(b, h, n) * 3 + 7  # newest first
+    fast = _backward_attention(q, k, v, mask, pos)
+    allowed = ((pos[..., None, :] >= pos[..., :, None]) & mask[..., None, :]) | torch.eye(n, dtype=torch.bool)
+    ref = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=allowed)
+    torch.testing.assert_close(fast[mask], ref[mask], rtol=1e-5, atol=1e-6)
+    assert bool(torch.isfinite(fast).all())
