@@ -231,11 +231,12 @@ def dump(cfg: Any) -> str:
 
 def add_flags(p: argparse.ArgumentParser, cls: type, required: tuple[str, ...] = ()) -> None:
     """One ``--flag`` per field of the dataclass ``cls`` (its defaults; bools as --x / --no-x)."""
+    types = {f.name: str(f.type) for f in dataclasses.fields(cls)}
     for f, v in dataclasses.asdict(cls()).items():
         flag = "--" + f.replace("_", "-")
         if f in required:
             p.add_argument(flag, required=True)
-        elif isinstance(v, bool):  # type=bool would read "--x False" as True
+        elif isinstance(v, bool) or (v is None and types[f].startswith("bool")):  # type=bool reads "False" as True
             p.add_argument(flag, action=argparse.BooleanOptionalAction, default=v)
         elif isinstance(v, (list, tuple)):
             continue  # structured fields are set through a --config file or a flag of the command's own

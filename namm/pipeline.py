@@ -133,6 +133,7 @@ class VideoStage:
     seed: int = 1000  # held-out: the zoo video model trained on seeds 0..
     n_up: int = 64
     batch_size: int = 10
+    question_first: bool = False  # the question before the video (default: after it, the benchmarks' form)
 
     def check(self, at: str) -> None:
         _require(self.frames >= 1 and self.samples >= 1, f"{at}.frames/samples", (self.frames, self.samples),
@@ -286,11 +287,13 @@ def stage_video(cfg: PipelineConfig, weights: Path, out: Path) -> tuple[list[dic
     rows: list[dict[str, Any]] = []
 
     def run(name: str, policy) -> dict[str, Any]:
-        res = evaluate_video(model, tok, policy, pairs, vc.batch_size, progress=cfg.progress)
+        res = evaluate_video(model, tok, policy, pairs, vc.batch_size, progress=cfg.progress,
+                             question_first=vc.question_first)
         res.update(model=vc.model, data=vc.data, seed=vc.seed, frames=vc.frames)
         write_video_results(out / "video" / name, res)
         rows.append(_row("video", task, name, res["accuracy"], res["mean_cache_fraction"], n=res["n"],
-                         describe=res["policy"], by_group=res["by_group"], video_kept=res["video_kept"]))
+                         describe=res["policy"], by_group=res["by_group"], by_evidence=res["by_evidence"],
+                         video_kept=res["video_kept"], text_kept=res["text_kept"]))
         return res
 
     nres = run("namm", resolve_policy(str(weights), n_up=vc.n_up))

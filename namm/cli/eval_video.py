@@ -23,7 +23,7 @@ def run(a: argparse.Namespace) -> None:
     out = Path(a.out)
     rows = []
     for name, policy in zip(a.policy.split(","), policies):
-        res = evaluate_video(model, tok, policy, pairs, a.batch_size)
+        res = evaluate_video(model, tok, policy, pairs, a.batch_size, question_first=a.question == "first")
         res.update(model=a.model, data=a.data, seed=a.seed, frames=a.frames)
         sub = out if len(policies) == 1 else out / Path(name).stem
         write_video_results(sub, res)
@@ -32,7 +32,7 @@ def run(a: argparse.Namespace) -> None:
         rows.append({"name": Path(name).stem, "policy": res["policy"], "accuracy": res["accuracy"],
                      "mean_cache_fraction": res["mean_cache_fraction"]})
         print(f"{res['policy']:50s} accuracy {res['accuracy']:5.1f}%  cache {res['mean_cache_fraction']:.3f}  "
-              + "  ".join(f"{g}={v:.0f}" for g, v in res["by_group"].items()))
+              + "  ".join(f"{g}={v:.0f}" for g, v in {**res["by_group"], **res["by_evidence"]}.items()))
     write_csv(out / "summary.csv", rows, ["name", "policy", "accuracy", "mean_cache_fraction"])
 
 
@@ -46,6 +46,8 @@ def add(sub) -> None:
     p.add_argument("--seed", type=int, default=1000, help="seed of the zoo questions (training used 0..)")
     p.add_argument("--budget", default=None, help="fraction of tokens seen (0.4) or a token count")
     p.add_argument("--n-up", type=int, default=VIDEO_N_UP, help=f"memory update period (default {VIDEO_N_UP})")
+    p.add_argument("--question", choices=("last", "first"), default="last",
+                   help="the question after the video (last, the benchmarks' form) or before it (first)")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--device", default="cpu")
     p.add_argument("--out", required=True)

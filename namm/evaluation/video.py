@@ -24,7 +24,7 @@ from namm.io import write_csv, write_json
 from namm.memory import memory
 from namm.plots import save_heatmap
 from namm.tasks import make as make_task
-from namm.tasks.video_qa import chat_prompt, score
+from namm.tasks.video_qa import chat_prompt, score, score_by_evidence
 
 __all__ = ["answer_video", "load_video_data", "evaluate_video", "plot_heatmap", "write_video_results", "VIDEO_N_UP"]
 
@@ -33,8 +33,9 @@ VIDEO_N_UP = 64  # zoo video prompts are ~370 tokens (16 frames x 16 tokens + te
 
 @torch.no_grad()
 def answer_video(model, tok, pairs: Sequence[tuple[Any, np.ndarray]], policy=None, batch_size: int = 16,
-                 progress: bool = False) -> dict[str, Any]:
-    """Greedy answers for ``(VideoQAItem, frames [F, H, W, 3])`` pairs, optionally under a memory policy.
+                 progress: bool = False, question_first: bool = False) -> dict[str, Any]:
+    """Greedy answers for ``(VideoQAItem, frames [F, H, W, 3])`` pairs, optionally under a memory policy;
+    ``question_first`` puts the question before the video (:func:`~namm.tasks.video_qa.chat_prompt`).
 
     Returns ``{"predictions": [str], "cache_fractions": [float], "video_kept": float, "text_kept": float,
     "heatmap": [updates, frames] (first question; None without a policy)}``.
@@ -47,7 +48,7 @@ def answer_video(model, tok, pairs: Sequence[tuple[Any, np.ndarray]], policy=Non
     for i in tqdm(range(0, len(pairs), batch_size), disable=not progress, desc=getattr(policy, "name", "model"),
                   leave=False):
         chunk = pairs[i : i + batch_size]
-        b = batcher([chat_prompt(p[0]) for p in chunk], [p[1] for p in chunk])
+        b = batcher([chat_prompt(p[0], question_first=question_first) for p in chunk], [p[1] for p in chunk])
         b = {k: v.to(dev, dt) if v.is_floating_point() else v.to(dev) for k, v in b.items()}
         kw = dict(max_new_tokens=3, do_sample=False, pad_token_id=batcher.tok.pad_token_id)
         if policy is None:
@@ -76,12 +77,16 @@ def load_video_data(spec: str, samples: int, seed: int, frames: int, size: int =
     return make_task(name, kind="video").pairs(samples, seed, frames, size, path=path or None, kinds=kinds)
 
 
-def evaluate_video(model, tok, policy, pairs, batch_size: int = 16, progress: bool = True) -> dict[str, Any]:
-    """Score one policy (``None`` = plain model) on the pairs: the ``results.json`` schema."""
-    r = answer_video(model, tok, pairs, policy, batch_size, progress)
-    acc = score([p[0] for p in pairs], r["predictions"])
+def evaluate_video(model, tok, policy, pairs, batch_size: int = 16, progress: bool = True,
+                   question_first: bool = False) -> dict[str, Any]:
+    """Score one policy (``None`` = plain model) on the pairs: the ``results.json`` schema (``by_evidence``:
+    accuracy by the third of the video the evidence sits in, for the zoo's questions)."""
+    r = answer_video(model, tok, pairs, policy, batch_size, progress, question_first)
+    items = [p[0] for p in pairs]
+    acc = score(items, r["predictions"])
     return {"policy": policy.describe() if policy is not None else "none", "accuracy": acc["accuracy"],
             "mean_cache_fraction": float(np.mean(r["cache_fractions"])), "by_group": acc["by_group"],
+            "by_evidence": score_by_evidence(items, r["predictions"]), "question_first": question_first,
             "n": acc["n"], "video_kept": r["video_kept"], "text_kept": r["text_kept"],
             "predictions": r["predictions"], "heatmap": None if r["heatmap"] is None else np.asarray(r["heatmap"]).tolist()}
 
@@ -95,6 +100,8 @@ def plot_heatmap(heat, path: Path, title: str) -> Path:
 def write_video_results(out: Path, res: dict[str, Any]) -> Path:
     rows = [["policy", "group", "accuracy", "mean_cache_fraction"]]
     rows += [[res["policy"], g, f"{a:.2f}", f"{res['mean_cache_fraction']:.4f}"] for g, a in res["by_group"].items()]
+    rows += [[res["policy"], f"evidence:{g}", f"{a:.2f}", f"{res['mean_cache_fraction']:.4f}"]
+             for g, a in res.get("by_evidence", {}).items()]
     rows.append([res["policy"], "all", f"{res['accuracy']:.2f}", f"{res['mean_cache_fraction']:.4f}"])
     write_csv(out / "results.csv", rows)
     return write_json(out / "results.json", res)

@@ -26,6 +26,7 @@ import torch
 from namm.io import write_text
 
 __all__ = ["ZOO_DIR", "DEFAULT_LM", "ZOO_VIDEO", "zoo_dt_dir", "load_zoo_lm", "load_zoo_video", "load_dt",
+           "VIDEO_TOKEN", "IMAGE_TOKEN", "VISION_WEIGHTS", "video_tokenizer", "with_language_model",
            "NORMALIZATION_FILE", "DTNormalization", "write_normalization", "read_normalization", "load_normalization"]
 
 ZOO_DIR = Path(__file__).resolve().parent.parent / "weights" / "zoo"
@@ -48,16 +49,69 @@ def load_zoo_lm(path: str | Path = DEFAULT_LM, dtype: torch.dtype = torch.float3
     return model, tok
 
 
+VIDEO_TOKEN, IMAGE_TOKEN = "<video>", "<image>"
+VISION_WEIGHTS = "vision.safetensors"  # a video model on a real LM ships its vision tower + projector only
+
+
+def video_tokenizer(tok):
+    """The LM's tokenizer with ``<video>`` and ``<image>`` appended (always the same two new ids)."""
+    tok.add_special_tokens({"additional_special_tokens": [VIDEO_TOKEN, IMAGE_TOKEN]})
+    return tok
+
+
+def with_language_model(conf, lm, zero_new: bool = True):
+    """A LLaVA-NeXT-Video of config ``conf`` whose language model (and head) are ``lm``'s weights. The rows
+    of the two new tokens are zero with ``zero_new`` (placeholders the video features replace, so a model
+    rebuilt from the same LM is the same model), else HF's mean-resized draw (the zoo recipe's)."""
+    from transformers import LlavaNextVideoForConditionalGeneration
+
+    model = LlavaNextVideoForConditionalGeneration(conf)
+    n_old = lm.get_input_embeddings().weight.shape[0]
+    lm.resize_token_embeddings(conf.text_config.vocab_size, mean_resizing=not zero_new)
+    if zero_new:
+        with torch.no_grad():
+            lm.get_input_embeddings().weight[n_old:] = 0
+            if not conf.tie_word_embeddings:
+                lm.get_output_embeddings().weight[n_old:] = 0
+    model.model.language_model.load_state_dict(lm.model.state_dict())
+    if not conf.tie_word_embeddings:
+        model.lm_head.load_state_dict(lm.lm_head.state_dict())
+    model.tie_weights()
+    return model
+
+
 def load_zoo_video(path: str | Path = ZOO_VIDEO, dtype: torch.dtype = torch.float32):
     """``(model, tokenizer)`` of a zoo video model folder (inputs come from ``namm.drivers.video.VideoBatcher``:
-    no torchvision video processor is needed)."""
-    from transformers import AutoTokenizer, LlavaNextVideoForConditionalGeneration
+    no torchvision video processor is needed). A folder with ``vision.safetensors`` is a video model on a
+    frozen LM: the LM its manifest names (a real model from ``namm models fetch``'s folder, or a zoo LM
+    folder) is loaded and the trained vision tower and projector go on top."""
+    from transformers import AutoTokenizer, LlavaNextVideoConfig, LlavaNextVideoForConditionalGeneration
 
     path = Path(path)
     if not (path / "config.json").is_file():
         raise FileNotFoundError(f"no zoo video model at {path}; build it with `namm zoo train-video`")
-    model = LlavaNextVideoForConditionalGeneration.from_pretrained(path, dtype=dtype).eval()
-    return model, AutoTokenizer.from_pretrained(path)
+    if not (path / VISION_WEIGHTS).is_file():
+        model = LlavaNextVideoForConditionalGeneration.from_pretrained(path, dtype=dtype).eval()
+        return model, AutoTokenizer.from_pretrained(path)
+    from safetensors.torch import load_file
+
+    from .real import REAL_MODELS, load_real
+
+    manifest = json.loads((path / "manifest.json").read_text(encoding="utf-8"))
+    name = manifest["lm"]
+    lm, tok = load_real(name, dtype=torch.float32) if name in REAL_MODELS else load_zoo_lm(name)
+    tok = video_tokenizer(tok)
+    conf = LlavaNextVideoConfig.from_pretrained(path)
+    if tok.convert_tokens_to_ids(VIDEO_TOKEN) != conf.video_token_id:
+        raise ValueError(f"{path}: its video token id {conf.video_token_id} is not {manifest['lm']}'s "
+                         f"{VIDEO_TOKEN} ({tok.convert_tokens_to_ids(VIDEO_TOKEN)}); retrain it on this LM")
+    model = with_language_model(conf, lm, zero_new=True)
+    missing, unexpected = model.load_state_dict(load_file(str(path / VISION_WEIGHTS)), strict=False)
+    stray = [k for k in missing if not k.startswith(("model.language_model.", "lm_head."))]
+    if stray or unexpected:
+        raise ValueError(f"{path / VISION_WEIGHTS} does not fit its config: missing {stray[:3]}, unexpected "
+                         f"{unexpected[:3]}")
+    return model.to(dtype).eval(), tok
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ from __future__ import annotations
 import json
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -33,9 +33,9 @@ import numpy as np
 __all__ = [
     "LETTERS", "VideoQAItem", "VideoQADataError", "MissingVideoError", "VideoDecodeError",
     "load_longvideobench", "load_mlvu", "uniform_indices", "sample_frames", "load_frames",
-    "build_prompt", "chat_prompt", "parse_answer", "score", "make_synthetic_video_qa", "synthetic_items",
-    "synthetic_qa_item",
-    "SYNTHETIC_KINDS",
+    "build_prompt", "chat_prompt", "word_prompt", "parse_answer", "score", "make_synthetic_video_qa", "synthetic_items",
+    "synthetic_qa_item", "evidence_position", "score_by_evidence",
+    "SYNTHETIC_KINDS", "EVIDENCE",
 ]
 
 LETTERS = "ABCDE"
@@ -304,9 +304,30 @@ def build_prompt(item: VideoQAItem) -> str:
     return "\n".join([f"Question: {item.question}", "Options:", *opts, "Answer with the option's letter."])
 
 
-def chat_prompt(item: VideoQAItem, video_token: str = "<video>") -> str:
-    """The prompt in LLaVA-NeXT-Video's conversation format (one video token, expanded later)."""
+def chat_prompt(item: VideoQAItem, video_token: str = "<video>", question_first: bool = False) -> str:
+    """The prompt in LLaVA-NeXT-Video's conversation format (one video token, expanded later): the video
+    then the question (the benchmarks' form), or with ``question_first`` the question and its options
+    before the video, so the model (and a memory policy) knows what to look for while it reads it."""
+    if question_first:
+        head = build_prompt(item).rsplit("\n", 1)[0]  # question and options, without the instruction
+        return f"USER: {head}\n{video_token}\nAnswer with the option's letter. ASSISTANT:"
     return f"USER: {video_token}\n{build_prompt(item)} ASSISTANT:"
+
+
+def word_prompt(item: VideoQAItem, video_token: str = "<video>", question_first: bool = False) -> str:
+    """:func:`chat_prompt` without the options: the answer is the option's own words (a training form)."""
+    q = f"Question: {item.question}"
+    if question_first:
+        return f"USER: {q}\n{video_token}\nAnswer in a few words. ASSISTANT:"
+    return f"USER: {video_token}\n{q}\nAnswer in a few words. ASSISTANT:"
+
+
+EVIDENCE = ("early", "middle", "late")
+
+
+def evidence_position(frame: int, frames: int) -> str:
+    """Which third of a ``frames``-long video frame ``frame`` lies in: ``early``, ``middle`` or ``late``."""
+    return EVIDENCE[min(2, 3 * frame // frames)]
 
 
 _LETTER = re.compile(r"(?<![A-Za-z])([A-E])(?![A-Za-z])")
@@ -344,6 +365,16 @@ def score(items: Sequence[VideoQAItem], predictions: Sequence[str | int | None])
     overall = 100.0 * float(np.mean([x for h in hits.values() for x in h]))
     group_avg = float(np.mean(list(by_group.values())))
     return {"accuracy": overall, "n": len(items), "by_group": by_group, "group_avg": group_avg}
+
+
+def score_by_evidence(items: Sequence[VideoQAItem], predictions: Sequence[str | int | None]) -> dict[str, float]:
+    """Accuracy (%) by where the evidence sits (``item.meta["evidence"]``: early / middle / late third of the
+    video, ``spread`` for counts); items without the field are left out. ``{}`` when none has it."""
+    keep = [(it, p) for it, p in zip(items, predictions) if it.meta.get("evidence")]
+    if not keep:
+        return {}
+    regrouped = [replace(it, group=str(it.meta["evidence"])) for it, _ in keep]
+    return score(regrouped, [p for _, p in keep])["by_group"]
 
 
 # ---- synthetic video zoo -----------------------------------------------------------------------
@@ -417,7 +448,8 @@ def _fixed_item(kind: str, rng: np.random.Generator, frames: int, size: int) -> 
             p.distractor(i)
         p.draw(f, str(rng.choice(_SHAPES)), _BRIGHT[colour])
         q = "Most frames show only grey shapes, but one frame shows a brightly coloured shape. What colour is it?"
-        return p.video, {"question": q, "answer": colour, "candidates": list(FIXED_COLOURS), "needle_frame": f}
+        return p.video, {"question": q, "answer": colour, "candidates": list(FIXED_COLOURS), "needle_frame": f,
+                         "evidence": evidence_position(f, frames)}
     if kind == "count":
         k = int(rng.integers(1, frames))
         shown = set(rng.choice(frames, size=k, replace=False).tolist())
@@ -439,7 +471,8 @@ def _fixed_item(kind: str, rng: np.random.Generator, frames: int, size: int) -> 
         p.draw(fa, str(rng.choice(_SHAPES)), _BRIGHT[ca])
         p.draw(fb, str(rng.choice(_SHAPES)), _BRIGHT[cb])
         q = "Two brightly coloured shapes appear, in different frames. What colour is the first one?"
-        return p.video, {"question": q, "answer": ca, "candidates": list(FIXED_COLOURS), "frames_shown": [fa, fb]}
+        return p.video, {"question": q, "answer": ca, "candidates": list(FIXED_COLOURS), "frames_shown": [fa, fb],
+                         "evidence": evidence_position(fa, frames)}
     raise ValueError(f"kind must be one of {SYNTHETIC_KINDS}, got {kind!r}")
 
 
@@ -453,7 +486,7 @@ def _synthetic_item(kind: str, rng: np.random.Generator, frames: int, size: int)
         p.draw(f, true[1], _BRIGHT[true[0]])
         cands = [_name(true)] + [_name(t) for t in _other_targets(rng, true, 3)]
         q = "Most frames show only grey shapes, but one frame shows a brightly coloured shape. Which shape is it?"
-        rec = {"question": q, "answer": _name(true), "needle_frame": f}
+        rec = {"question": q, "answer": _name(true), "needle_frame": f, "evidence": evidence_position(f, frames)}
     elif kind == "count":
         k = int(rng.integers(1, frames))
         shown = set(rng.choice(frames, size=k, replace=False).tolist())
@@ -477,7 +510,8 @@ def _synthetic_item(kind: str, rng: np.random.Generator, frames: int, size: int)
         p.draw(fb, b[1], _BRIGHT[b[0]])
         cands = [_name(a, "the"), _name(b, "the")]
         q = f"Which appears first in the video: {cands[0]} or {cands[1]}?"
-        rec = {"question": q, "answer": cands[0] if fa < fb else cands[1], "frames_shown": [fa, fb]}
+        rec = {"question": q, "answer": cands[0] if fa < fb else cands[1], "frames_shown": [fa, fb],
+               "evidence": evidence_position(min(fa, fb), frames)}
     else:
         raise ValueError(f"kind must be one of {SYNTHETIC_KINDS}, got {kind!r}")
     if kind != "order":  # order keeps the question's order; elsewhere the answer's place is random
@@ -502,7 +536,7 @@ def synthetic_qa_item(rec: dict, kind: str, item_id: str, source: str) -> VideoQ
     """The :class:`VideoQAItem` of one :func:`synthetic_items` record (its video stays in memory)."""
     return VideoQAItem(id=item_id, video=Path(f"{item_id}.npy"), question=rec["question"],
                        options=tuple(rec["candidates"]), answer=rec["candidates"].index(rec["answer"]),
-                       group=kind, source=source)
+                       group=kind, source=source, meta={"evidence": rec.get("evidence", "spread")})
 
 
 def synthetic_items(n: int, frames: int, size: int, seed: int, kind: str, fixed_options: bool = False):

@@ -17,6 +17,14 @@ among few tokens first; without these the loss stayed at chance. Training stream
 The folder written is a normal HF checkpoint (config, bf16 safetensors, tokenizer) + ``manifest.json``
 (command, seed, curve, held-out accuracy per kind), loadable with
 ``namm.models.load(path, kind="video")``.
+
+On a real language model (``--lm smollm2-135m``, fetched by ``namm models fetch``) the LM is frozen and only
+the vision tower and projector learn (LLaVA's stage 1); the loss still flows through the LM to the video
+tokens. The folder then holds only what was trained (``vision.safetensors``: tower + projector, fp32),
+``config.json`` and the manifest; :func:`namm.models.zoo.load_zoo_video` rebuilds the model from the
+fetched LM. ``train_state.pt`` (every ``checkpoint_every`` steps) makes such a run resumable
+(``--resume``): the data streams are replayed to the stopped step, so a resumed run follows the same
+trajectory.
 """
 
 from __future__ import annotations
@@ -32,14 +40,22 @@ import torch
 from namm.drivers.video import VideoBatcher, preprocess_frames
 from namm.evaluation.video import evaluate_video, load_video_data
 from namm.io import write_json
-from namm.models.zoo import DEFAULT_LM, ZOO_VIDEO, load_zoo_lm
-from namm.tasks.video_qa import chat_prompt, synthetic_items, synthetic_qa_item
+from namm.models.zoo import (
+    DEFAULT_LM,
+    IMAGE_TOKEN,
+    VIDEO_TOKEN,
+    VISION_WEIGHTS,
+    ZOO_VIDEO,
+    load_zoo_lm,
+    video_tokenizer,
+    with_language_model,
+)
+from namm.tasks.video_qa import chat_prompt, synthetic_items, synthetic_qa_item, word_prompt
 
 from .common import make_readable, warmup_cosine, zoo_command
 
 __all__ = ["VideoTrainConfig", "new_video_model", "train_video"]
 
-VIDEO_TOKEN, IMAGE_TOKEN = "<video>", "<image>"
 
 
 @dataclass
@@ -61,29 +77,54 @@ class VideoTrainConfig:
     warmup: int = 100
     threads: int = 2
     eval_samples: int = 60  # held-out questions per kind after training
+    eval_frames: int = 0  # frames of the held-out questions (0: `frames`); longer than training tests length transfer
+    freeze_lm: bool | None = None  # None: frozen for a real LM (--lm NAME), trained at lr * lm_lr_scale for a zoo folder
+    question_first: float = 0.0  # share of training prompts with the question before the video
+    word_answers: float = 0.0  # share of training prompts answered with the option's words, no options shown
+    checkpoint_every: int = 50  # steps between train_state.pt saves (0: never)
+    resume: bool = False  # continue from out/train_state.pt
+    stop_at: int = 0  # > 0: save train_state.pt after this many steps and return (one session's share of a run)
+
+
+def is_real_lm(spec: str) -> bool:
+    """``spec`` names a registered real LM (``smollm2-135m``), not a zoo LM folder."""
+    from namm.models.real import REAL_MODELS
+
+    return spec in REAL_MODELS
+
+
+def video_config(lm_config, tok, size: int, patch: int, vision_hidden: int, vision_layers: int):
+    """The LLaVA-NeXT-Video config around a language model's config: a small CLIP tower on ``size`` px frames
+    with ``patch`` px patches, 2x2 average pooling (``(size / patch / 2)^2`` tokens per frame)."""
+    from transformers import CLIPVisionConfig, LlavaNextVideoConfig
+
+    text_cfg = lm_config
+    text_cfg.vocab_size = len(tok)
+    vision = CLIPVisionConfig(image_size=size, patch_size=patch, hidden_size=vision_hidden,
+                              intermediate_size=2 * vision_hidden, num_hidden_layers=vision_layers,
+                              num_attention_heads=4, projection_dim=vision_hidden)
+    return LlavaNextVideoConfig(
+        vision_config=vision, text_config=text_cfg, video_token_id=tok.convert_tokens_to_ids(VIDEO_TOKEN),
+        image_token_id=tok.convert_tokens_to_ids(IMAGE_TOKEN), spatial_pool_stride=2, spatial_pool_mode="average",
+        vision_feature_layer=-1, vision_feature_select_strategy="default",
+        tie_word_embeddings=bool(getattr(lm_config, "tie_word_embeddings", True)),
+        pad_token_id=tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id)
+
+
+def _frozen(cfg: VideoTrainConfig) -> bool:
+    return is_real_lm(cfg.lm) if cfg.freeze_lm is None else bool(cfg.freeze_lm)
 
 
 def new_video_model(cfg: VideoTrainConfig):
-    """``(model, tokenizer)``: the video model with its language model copied from the zoo LM."""
-    from transformers import CLIPVisionConfig, LlavaNextVideoConfig, LlavaNextVideoForConditionalGeneration
+    """``(model, tokenizer)``: the video model with its language model copied from the zoo LM folder or
+    the real LM ``cfg.lm`` names."""
+    from namm import models
 
-    lm, tok = load_zoo_lm(cfg.lm)
-    tok.add_special_tokens({"additional_special_tokens": [VIDEO_TOKEN, IMAGE_TOKEN]})
-    text_cfg = lm.config
-    text_cfg.vocab_size = len(tok)
-    vision = CLIPVisionConfig(image_size=cfg.size, patch_size=cfg.patch, hidden_size=cfg.vision_hidden,
-                              intermediate_size=2 * cfg.vision_hidden, num_hidden_layers=cfg.vision_layers,
-                              num_attention_heads=4, projection_dim=cfg.vision_hidden)
-    conf = LlavaNextVideoConfig(
-        vision_config=vision, text_config=text_cfg, video_token_id=tok.convert_tokens_to_ids(VIDEO_TOKEN),
-        image_token_id=tok.convert_tokens_to_ids(IMAGE_TOKEN), spatial_pool_stride=2, spatial_pool_mode="average",
-        vision_feature_layer=-1, vision_feature_select_strategy="default", tie_word_embeddings=True,
-        pad_token_id=tok.pad_token_id)
+    lm, tok = models.load(cfg.lm) if is_real_lm(cfg.lm) else load_zoo_lm(cfg.lm)
+    tok = video_tokenizer(tok)
+    conf = video_config(lm.config, tok, cfg.size, cfg.patch, cfg.vision_hidden, cfg.vision_layers)
     torch.manual_seed(cfg.seed)
-    model = LlavaNextVideoForConditionalGeneration(conf)
-    lm.resize_token_embeddings(len(tok))
-    model.model.language_model.load_state_dict(lm.model.state_dict())
-    model.tie_weights()
+    model = with_language_model(conf, lm, zero_new=_frozen(cfg))
     # Fresh video tokens are ~8x smaller than the trained text embeddings (norm 0.13 vs ~1), so the LM
     # starts out blind to the video: scale the projector's last layer to match, on real frames.
     with torch.no_grad():
@@ -99,17 +140,40 @@ def new_video_model(cfg: VideoTrainConfig):
     return model, tok
 
 
+TRAIN_STATE = "train_state.pt"
+
+
+def _trained_state(model, frozen: bool) -> dict[str, torch.Tensor]:
+    """What a run trains: everything, or (frozen LM) the vision tower and projector only."""
+    sd = model.state_dict()
+    if not frozen:
+        return sd
+    return {k: v for k, v in sd.items() if not k.startswith(("model.language_model.", "lm_head."))}
+
+
 def train_video(cfg: VideoTrainConfig, progress: bool = True) -> Path:
     from tqdm.auto import tqdm
 
     torch.set_num_threads(cfg.threads)
     kinds = [k for k in cfg.kinds.split(",") if k]
+    frozen = _frozen(cfg)
+    out = Path(cfg.out)
+    state_file = out / TRAIN_STATE
+    if cfg.resume and not state_file.is_file():
+        raise FileNotFoundError(f"--resume: no {TRAIN_STATE} in {out}; start the run without --resume")
     model, tok = new_video_model(cfg)
+    if frozen:
+        model.model.language_model.requires_grad_(False)
+        model.lm_head.requires_grad_(False)
+        # SDPA for the LM while training (no attention weights are read); the memory path swaps it anyway
+        model.set_attn_implementation({"text_config": "sdpa"})
     batcher = VideoBatcher(model, tok)
     lm_params = set(model.model.language_model.parameters()) | set(model.lm_head.parameters())
     new = [p for p in model.parameters() if p not in lm_params]  # vision tower + projector: from scratch
-    opt = torch.optim.AdamW([{"params": new, "scale": 1.0}, {"params": list(lm_params), "scale": cfg.lm_lr_scale}],
-                            lr=cfg.lr, weight_decay=0.01)
+    groups = [{"params": new, "scale": 1.0}]
+    if not frozen:
+        groups.append({"params": list(lm_params), "scale": cfg.lm_lr_scale})
+    opt = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=0.01)
     rng = np.random.default_rng(cfg.seed)
     streams: dict[tuple[str, int], Any] = {}
 
@@ -118,23 +182,54 @@ def train_video(cfg: VideoTrainConfig, progress: bool = True) -> Path:
             return cfg.frames
         return min(cfg.frames, 4 if step < cfg.steps // 4 else 8 if step < cfg.steps // 2 else cfg.frames)
 
-    curve, run, t0 = [], float("nan"), time.time()
+    def batch_at(step: int) -> list[tuple[Any, np.ndarray, bool, bool]]:
+        """The step's (item, video, question first, word answer) tuples: the same draws whether or not a model
+        runs."""
+        nf, pairs = frames_at(step), []
+        for k in rng.choice(kinds, size=cfg.batch):
+            key = (str(k), nf)
+            if key not in streams:  # each (kind, frame count) its own seeded stream
+                streams[key] = synthetic_items(10**9, nf, cfg.size, cfg.seed + 7919 * nf, str(k), fixed_options=True)
+            video, rec = next(streams[key])
+            first = bool(cfg.question_first > 0 and rng.random() < cfg.question_first)
+            word = bool(cfg.word_answers > 0 and rng.random() < cfg.word_answers)
+            item = synthetic_qa_item(rec, str(k), f"{k}_{step}", "synthetic (training)")
+            pairs.append((item, video, first, word))
+        return pairs
+
+    def prompt_and_answer(item, first: bool, word: bool) -> tuple[str, str]:
+        if word:  # a dense signal a frozen LM can give: say what the video shows, in the option's own words
+            return word_prompt(item, VIDEO_TOKEN, question_first=first), " " + item.options[item.answer]
+        return chat_prompt(item, VIDEO_TOKEN, question_first=first), " " + item.answer_letter
+
+    curve: list[dict] = []
+    run, start, spent = float("nan"), 0, 0.0
+    if cfg.resume:
+        st = torch.load(state_file, weights_only=True)
+        model.load_state_dict(st["model"], strict=False)
+        opt.load_state_dict(st["opt"])
+        start, run, spent, curve = int(st["step"]), float(st["run"]), float(st["seconds"]), list(st["curve"])
+        for s in range(start):  # replay the data draws so the streams stand where the stopped run left them
+            batch_at(s)
+
+    def save_state(step: int) -> None:
+        out.mkdir(parents=True, exist_ok=True)
+        tmp = state_file.with_suffix(".tmp")
+        torch.save({"step": step, "run": run, "seconds": spent + time.time() - t0, "curve": curve,
+                    "model": _trained_state(model, frozen), "opt": opt.state_dict()}, tmp)
+        tmp.replace(state_file)  # atomic: a run killed mid-save keeps its last good state
+
+    t0 = time.time()
     model.train()
-    with tqdm(range(cfg.steps), desc="train-video", disable=not progress) as bar:
+    with tqdm(range(start, cfg.steps), desc="train-video", disable=not progress, initial=start,
+              total=cfg.steps) as bar:
         for step in bar:
             for g in opt.param_groups:
-                progress = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
-                g["lr"] = warmup_cosine(step, cfg.lr, cfg.warmup, progress) * g["scale"]
-            pairs = []
-            nf = frames_at(step)
-            for k in rng.choice(kinds, size=cfg.batch):
-                key = (str(k), nf)
-                if key not in streams:  # each (kind, frame count) its own seeded stream
-                    streams[key] = synthetic_items(10**9, nf, cfg.size, cfg.seed + 7919 * nf, str(k), fixed_options=True)
-                video, rec = next(streams[key])
-                pairs.append((synthetic_qa_item(rec, str(k), f"{k}_{step}", "synthetic (training)"), video))
-            b = batcher([chat_prompt(p[0], VIDEO_TOKEN) for p in pairs], [p[1] for p in pairs],
-                        answers=[" " + p[0].answer_letter for p in pairs])
+                frac = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
+                g["lr"] = warmup_cosine(step, cfg.lr, cfg.warmup, frac) * g["scale"]
+            pairs = batch_at(step)
+            texts = [prompt_and_answer(p[0], p[2], p[3]) for p in pairs]
+            b = batcher([t[0] for t in texts], [p[1] for p in pairs], answers=[t[1] for t in texts])
             labels = b.pop("labels")
             k = int((labels != -100).sum(-1).max())  # answer tokens, all at the row ends (left padding)
             logits = model(**b, logits_to_keep=k + 1).logits[:, :-1]  # [B, k, V]: predicts the last k tokens
@@ -142,28 +237,42 @@ def train_video(cfg: VideoTrainConfig, progress: bool = True) -> Path:
                                                      labels[:, -k:].reshape(-1), ignore_index=-100)
             opt.zero_grad(set_to_none=True)
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            torch.nn.utils.clip_grad_norm_(new if frozen else model.parameters(), 1.0)
             opt.step()
             run = loss.item() if step == 0 else 0.97 * run + 0.03 * loss.item()
             if step % 50 == 0 or step == cfg.steps - 1:
-                curve.append({"step": step, "loss": round(run, 4), "seconds": round(time.time() - t0, 1)})
+                curve.append({"step": step, "loss": round(run, 4), "seconds": round(spent + time.time() - t0, 1)})
                 bar.set_postfix(loss=f"{run:.3f}")
-    train_s = time.time() - t0
+            if cfg.checkpoint_every and (step + 1) % cfg.checkpoint_every == 0 and step + 1 < cfg.steps:
+                save_state(step + 1)
+            if 0 < cfg.stop_at == step + 1 < cfg.steps:
+                save_state(step + 1)
+                return out
+    train_s = spent + time.time() - t0
     model.eval()
-    held = load_video_data("zoo", cfg.eval_samples, seed=1000, frames=cfg.frames, size=cfg.size, kinds=kinds)
+    eval_frames = cfg.eval_frames or cfg.frames
+    held = load_video_data("zoo", cfg.eval_samples, seed=1000, frames=eval_frames, size=cfg.size, kinds=kinds)
     acc = evaluate_video(model, tok, None, held, progress=progress)
-    acc = {k: acc[k] for k in ("accuracy", "by_group", "n")}
-    out = Path(cfg.out)
+    acc = {k: acc[k] for k in ("accuracy", "by_group", "by_evidence", "n")}
     out.mkdir(parents=True, exist_ok=True)
-    model.to(torch.bfloat16).save_pretrained(out)  # bf16 halves the shipped size
-    tok.save_pretrained(out)
+    if frozen:  # ship what was trained; the LM comes from `namm models fetch`
+        from safetensors.torch import save_file
+
+        save_file({k: v.contiguous() for k, v in _trained_state(model, True).items()}, str(out / VISION_WEIGHTS))
+        model.config.save_pretrained(out)
+    else:
+        model.to(torch.bfloat16).save_pretrained(out)  # bf16 halves the shipped size
+        tok.save_pretrained(out)
     make_readable(out)
     chance = {k: 100.0 / 5 for k in kinds}  # five fixed options per question
     manifest = {"format": "namm-testbed/zoo-video", "version": 1,
                 "command": zoo_command("train-video"),
                 "config": asdict(cfg), "parameters": sum(p.numel() for p in model.parameters()),
+                "trained_parameters": sum(p.numel() for p in new) + (0 if frozen else sum(p.numel() for p in lm_params)),
+                "lm": str(cfg.lm) if frozen else None, "video_token_id": int(model.config.video_token_id),
                 "tokens_per_frame": (cfg.size // cfg.patch // 2) ** 2, "train_seconds": round(train_s, 1),
-                "curve": curve, "heldout_seed": 1000, "heldout_full_cache": acc, "chance": chance,
-                "torch": torch.__version__}
+                "curve": curve, "heldout_seed": 1000, "heldout_frames": eval_frames, "heldout_full_cache": acc,
+                "chance": chance, "torch": torch.__version__}
     write_json(out / "manifest.json", manifest)
+    state_file.unlink(missing_ok=True)  # the run is complete: the shipped folder keeps no optimizer state
     return out

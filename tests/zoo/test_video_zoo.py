@@ -11,7 +11,7 @@ from namm import models
 from namm.drivers.video import VideoBatcher
 from namm.evaluation.video import answer_video, evaluate_video, load_video_data
 from namm.policies import FullCache
-from namm.tasks.video_qa import chat_prompt
+from namm.tasks.video_qa import chat_prompt, word_prompt
 from namm.zoo.video import VideoTrainConfig, train_video
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -122,3 +122,55 @@ def test_shipped_zoo_video_model_beats_chance():
     pairs = load_video_data("zoo", 8, seed=2000, frames=16)
     res = evaluate_video(model, tok, None, pairs, progress=False)
     assert res["accuracy"] >= 60.0, res["by_group"]
+
+
+def test_frozen_lm_run_ships_the_vision_side_only_and_resumes_on_the_same_trajectory(tmp_path):
+    """The real-LM recipe (`--lm smollm2-135m` freezes the LM), run here on the zoo LM: only the vision tower
+    and projector learn and ship; a run stopped at step 2 and resumed ends with the same weights."""
+    from safetensors.torch import load_file
+
+    from namm.models.zoo import DEFAULT_LM, VISION_WEIGHTS, load_zoo_lm, load_zoo_video
+
+    base = dict(lm=str(DEFAULT_LM), freeze_lm=True, steps=3, batch=2, eval_samples=1, eval_frames=8, threads=1,
+                question_first=0.5, word_answers=0.5, checkpoint_every=0, warmup=1)
+    a = train_video(VideoTrainConfig(out=str(tmp_path / "a"), **base), progress=False)
+    train_video(VideoTrainConfig(out=str(tmp_path / "b"), stop_at=2, **base), progress=False)
+    assert (tmp_path / "b" / "train_state.pt").is_file() and not (tmp_path / "b" / VISION_WEIGHTS).exists()
+    b = train_video(VideoTrainConfig(out=str(tmp_path / "b"), resume=True, **base), progress=False)
+    assert not (b / "train_state.pt").exists()  # a finished run keeps no optimizer state
+    wa, wb = load_file(str(a / VISION_WEIGHTS)), load_file(str(b / VISION_WEIGHTS))
+    assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+    assert wa and not any(k.startswith(("model.language_model.", "lm_head.")) for k in wa)
+    man = json.loads((a / "manifest.json").read_text())
+    assert man["lm"] == str(DEFAULT_LM) and 0 < man["trained_parameters"] < man["parameters"]
+    assert man["heldout_frames"] == 8 and set(man["heldout_full_cache"]["by_evidence"]) <= {
+        "early", "middle", "late", "spread"}
+    model, tok = load_zoo_video(a)
+    lm, _ = load_zoo_lm(DEFAULT_LM)
+    up = model.model.language_model.layers[0].mlp.up_proj.weight
+    torch.testing.assert_close(up, lm.model.layers[0].mlp.up_proj.weight)  # the LM is the zoo LM's, untouched
+    assert tok.convert_tokens_to_ids("<video>") == model.config.video_token_id == man["video_token_id"]
+    with pytest.raises(FileNotFoundError, match="--resume"):
+        train_video(VideoTrainConfig(out=str(tmp_path / "c"), resume=True, **base), progress=False)
+
+
+def test_evidence_positions_and_question_first_prompts():
+    from namm.tasks.video_qa import EVIDENCE, score_by_evidence, synthetic_items
+
+    for kind, key in (("needle", "needle_frame"), ("order", "frames_shown")):
+        recs = [r for _, r in synthetic_items(30, 32, 32, 4, kind, fixed_options=True)]
+        for r in recs:
+            f = r[key] if kind == "needle" else min(r[key])
+            assert r["evidence"] == EVIDENCE[min(2, 3 * f // 32)]
+        assert {r["evidence"] for r in recs} == set(EVIDENCE)  # every third of the video is asked about
+    pairs = load_video_data("zoo", 6, seed=4, frames=32)
+    assert {p[0].meta["evidence"] for p in pairs if p[0].group == "count"} == {"spread"}
+    item = pairs[0][0]
+    first, last = chat_prompt(item, question_first=True), chat_prompt(item)
+    assert first.index("Question:") < first.index("<video>") < first.index("Answer with")
+    assert last.index("<video>") < last.index("Question:") and first.count("(A)") == last.count("(A)") == 1
+    word = word_prompt(item, question_first=True)
+    assert "(A)" not in word and word.index("Question:") < word.index("<video>")
+    items = [p[0] for p in pairs]
+    by = score_by_evidence(items, [it.answer for it in items])
+    assert by and all(v == 100.0 for v in by.values())

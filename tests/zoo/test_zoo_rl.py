@@ -126,6 +126,9 @@ def test_config_flags_from_dataclass_fields():
     assert from_flags(VideoTrainConfig, p.parse_args([])).curriculum is True
     cfg = from_flags(VideoTrainConfig, p.parse_args(["--no-curriculum", "--steps", "7", "--lr", "0.01"]))
     assert cfg.curriculum is False and cfg.steps == 7 and cfg.lr == 0.01
+    assert cfg.freeze_lm is None  # bool | None: unset means "the recipe decides"
+    assert from_flags(VideoTrainConfig, p.parse_args(["--freeze-lm", "--lm", "smollm2-135m"])).freeze_lm is True
+    assert from_flags(VideoTrainConfig, p.parse_args(["--no-freeze-lm"])).freeze_lm is False
     q = argparse.ArgumentParser()
     add_flags(q, DTTrainConfig, required=("dataset", "out"))
     with pytest.raises(SystemExit):
