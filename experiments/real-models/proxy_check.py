@@ -6,7 +6,7 @@ and over (policy, instance) pairs: the proxy fitness (namm/evolution/proxy.py) i
 these agree.
 
     python experiments/real-models/proxy_check.py --model smollm2-135m --samples 32 --out runs/proxy-check \
-        [--namm runs/evolve-smollm2/namm.safetensors ...]
+        [--namm runs/evolve-smollm2/namm.safetensors ...] [--no-shipped] [--baselines h2o,tova]
 """
 from __future__ import annotations
 
@@ -55,6 +55,8 @@ def main() -> None:
                     help="budgets of the hand-made policies, comma-separated, or 'match': the real cache fraction "
                          "of the last --namm (of the shipped NAMM without one) on these instances")
     ap.add_argument("--namm", nargs="*", default=[], help="NAMM weights to check beside the shipped one")
+    ap.add_argument("--no-shipped", action="store_true", help="leave the shipped (zoo-evolved) NAMM out")
+    ap.add_argument("--baselines", default=",".join(BASELINES), help="hand-made policies, comma-separated")
     ap.add_argument("--out", required=True)
     a = ap.parse_args()
     torch.manual_seed(0)
@@ -64,7 +66,7 @@ def main() -> None:
     pad = pad_id(tok)
 
     pols: dict[str, object] = {"full": FullCache(n_up=a.n_up)}
-    for path in [str(SHIPPED_NAMM)] + a.namm:
+    for path in ([] if a.no_shipped else [str(SHIPPED_NAMM)]) + a.namm:
         pol = load_namm(path)
         label = "namm-shipped" if path == str(SHIPPED_NAMM) else f"namm:{Path(path).parent.name}"
         pols[label] = dataclasses.replace(pol, n_up=a.n_up)
@@ -91,7 +93,7 @@ def main() -> None:
         if a.budgets == "match" else [float(b) for b in a.budgets.split(",")]
     names = []
     for b in budgets:
-        for name in BASELINES:
+        for name in a.baselines.split(","):
             kw = {"window": min(32, a.n_up)} if name == "snapkv" else {}
             pols[f"{name}@{b:g}"] = make_policy(name, n_up=a.n_up, budget=b, **kw)
             names.append(f"{name}@{b:g}")

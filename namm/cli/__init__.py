@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     hf_logging.disable_progress_bar()  # "Loading weights" bars would bury our own progress and error lines
     try:
         args.fn(args)
-    except (ValueError, FileNotFoundError, ImportError) as e:  # bad input: one clear line, no traceback
+    except (ValueError, FileNotFoundError, FileExistsError, ImportError) as e:  # bad input: one line, no traceback
         print(f"namm {args.command}: error: {e}", file=sys.stderr)
         return 2
     return 0

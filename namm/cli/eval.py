@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 
@@ -19,6 +20,7 @@ def run_eval(a: argparse.Namespace) -> None:
     names = tasks.expand(a.tasks or "zoo")  # unknown ids are refused before any model loads
     policies = [resolve_policy(n, n_up=a.n_up, budget=parse_budget(a.budget) if n != "full" else None)
                 for n in a.policy.split(",")]
+    warn_keeps_everything(policies)
     model, tok = models.load(a.model, "lm", device=a.device, dtype=getattr(torch, a.dtype))
     check_context(model, a.context_tokens, max(tasks.make(t).max_new_tokens for t in names))
     out = Path(a.out)
@@ -34,6 +36,14 @@ def run_eval(a: argparse.Namespace) -> None:
               + "  ".join(f"{t}={v['score']:.1f}" for t, v in res["tasks"].items()))
     write_csv(out / "summary.csv", rows, ["name", "policy", "mean_score", "mean_cache_fraction"])
     score_vs_cache(rows, out / "score_vs_cache.png")
+
+
+def warn_keeps_everything(policies) -> None:
+    """One stderr line per budget-ranked policy given no ``--budget``: it runs, but keeps every token."""
+    for p in policies:
+        if p.keeps_everything and p.name != "full":
+            print(f"namm: {p.name} has no --budget, so it keeps every token (cache 1.0); give --budget 0.5 "
+                  "(a fraction of the tokens seen) or 1024 (a token count)", file=sys.stderr)
 
 
 def run_table(a: argparse.Namespace) -> None:

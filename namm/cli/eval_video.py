@@ -11,12 +11,14 @@ from namm.evaluation.video import VIDEO_N_UP
 def run(a: argparse.Namespace) -> None:
     from namm import models
     from namm.checkpoint import resolve_policy
+    from namm.cli.eval import warn_keeps_everything
     from namm.evaluation.video import evaluate_video, load_video_data, plot_heatmap, write_video_results
     from namm.io import write_csv
     from namm.selection import parse_budget
 
     policies = [resolve_policy(n, n_up=a.n_up, budget=parse_budget(a.budget) if n != "full" else None)
                 for n in a.policy.split(",")]
+    warn_keeps_everything(policies)
     model, tok = models.load(a.model, "video", device=a.device)
     size = int(model.config.vision_config.image_size)
     pairs = load_video_data(a.data, a.samples, a.seed, a.frames, size=size)

@@ -61,9 +61,8 @@ def _train_video(a: argparse.Namespace) -> None:
 
     cfg = from_flags(VideoTrainConfig, a)
     out = train_video(cfg)
-    if cfg.stop_at and not (out / "manifest.json").is_file():
-        print(f"stopped after step {cfg.stop_at} of {cfg.steps}: {out}/train_state.pt; continue with the same flags "
-              "and --resume")
+    if (out / "train_state.pt").is_file():  # stopped early (--stop-at or interrupted): resumable
+        print(f"stopped before step {cfg.steps}: {out}/train_state.pt; continue with the same flags and --resume")
         return
     acc = json.loads((out / "manifest.json").read_text())["heldout_full_cache"]
     print(f"wrote {out}: held-out accuracy {acc['accuracy']:.1f}% by kind {acc['by_group']}")

@@ -43,6 +43,7 @@ class MemoryPolicy:
     name: ClassVar[str] = "base"
     needs_attention: ClassVar[bool] = False
     evicts: ClassVar[bool] = True  # False: updates never drop a token (the attention need not split at them)
+    budget_ranked: ClassVar[bool] = True  # select keeps the budget's best-scored tokens (all without a budget)
 
     def __post_init__(self) -> None:
         if not isinstance(self.n_up, int) or self.n_up < 1:
@@ -70,6 +71,12 @@ class MemoryPolicy:
         if k is None:
             return torch.ones_like(view.in_view)
         return top_k(self.scores(view), view.in_view, view.newest, k)
+
+    @property
+    def keeps_everything(self) -> bool:
+        """True when this policy, as configured, can never drop a token: it never evicts, or it ranks
+        tokens against a budget and was given none."""
+        return not self.evicts or (self.budget_ranked and self.budget is None)
 
     def describe(self) -> str:
         return f"{self.name}(n_up={self.n_up}, budget={self.budget})"

@@ -48,6 +48,7 @@ class NAMM(MemoryPolicy):
 
     name: ClassVar[str] = "namm"
     needs_attention: ClassVar[bool] = True
+    budget_ranked: ClassVar[bool] = False  # its threshold evicts; a budget only caps it
 
     def __post_init__(self) -> None:
         super().__post_init__()

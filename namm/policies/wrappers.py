@@ -55,6 +55,10 @@ class Wrapped(MemoryPolicy):
     def select(self, view) -> torch.Tensor:
         return self.inner.select(view)
 
+    @property
+    def keeps_everything(self) -> bool:
+        return self.inner.keeps_everything
+
     def describe(self) -> str:
         return self.inner.describe()
 

@@ -22,13 +22,15 @@ On a real language model (``--lm smollm2-135m``, fetched by ``namm models fetch`
 the vision tower and projector learn (LLaVA's stage 1); the loss still flows through the LM to the video
 tokens. The folder then holds only what was trained (``vision.safetensors``: tower + projector, fp32),
 ``config.json`` and the manifest; :func:`namm.models.zoo.load_zoo_video` rebuilds the model from the
-fetched LM. ``train_state.pt`` (every ``checkpoint_every`` steps) makes such a run resumable
-(``--resume``): the data streams are replayed to the stopped step, so a resumed run follows the same
-trajectory.
+fetched LM. ``train_state.pt`` (every ``checkpoint_every`` steps, at ``--stop-at`` and on Ctrl-C / SIGINT)
+makes a run resumable (``--resume``): the data streams are replayed to the stopped step, so a resumed run
+follows the same trajectory (tested); ``device: cuda`` trains on a GPU
+(``experiments/video-smollm2/gpu_train.sh``).
 """
 
 from __future__ import annotations
 
+import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -84,6 +86,7 @@ class VideoTrainConfig:
     checkpoint_every: int = 50  # steps between train_state.pt saves (0: never)
     resume: bool = False  # continue from out/train_state.pt
     stop_at: int = 0  # > 0: save train_state.pt after this many steps and return (one session's share of a run)
+    device: str = "cpu"  # cuda on a lent GPU (the weights are saved from the CPU either way)
 
 
 def is_real_lm(spec: str) -> bool:
@@ -141,6 +144,7 @@ def new_video_model(cfg: VideoTrainConfig):
 
 
 TRAIN_STATE = "train_state.pt"
+_RESUMABLE = ("resume", "stop_at", "checkpoint_every", "threads", "eval_samples", "eval_frames", "device")
 
 
 def _trained_state(model, frozen: bool) -> dict[str, torch.Tensor]:
@@ -161,7 +165,11 @@ def train_video(cfg: VideoTrainConfig, progress: bool = True) -> Path:
     state_file = out / TRAIN_STATE
     if cfg.resume and not state_file.is_file():
         raise FileNotFoundError(f"--resume: no {TRAIN_STATE} in {out}; start the run without --resume")
+    if state_file.is_file() and not cfg.resume:  # never start over a stopped run by accident
+        raise FileExistsError(f"{out} holds a stopped run ({TRAIN_STATE}): continue it with --resume, or choose "
+                              "another --out")
     model, tok = new_video_model(cfg)
+    model.to(cfg.device)
     if frozen:
         model.model.language_model.requires_grad_(False)
         model.lm_head.requires_grad_(False)
@@ -204,8 +212,14 @@ def train_video(cfg: VideoTrainConfig, progress: bool = True) -> Path:
 
     curve: list[dict] = []
     run, start, spent = float("nan"), 0, 0.0
+    # what fixes the trajectory; the rest (when to stop or save, threads, the final evaluation) may change
+    fixed = {k: v for k, v in asdict(cfg).items() if k not in _RESUMABLE}
     if cfg.resume:
-        st = torch.load(state_file, weights_only=True)
+        st = torch.load(state_file, weights_only=True, map_location=cfg.device)
+        diff = sorted(k for k in set(fixed) | set(st["config"]) if fixed.get(k) != st["config"].get(k))
+        if diff:
+            raise ValueError(f"--resume: {out} was trained with other {', '.join(diff)}; restore them or start "
+                             "a new --out")
         model.load_state_dict(st["model"], strict=False)
         opt.load_state_dict(st["opt"])
         start, run, spent, curve = int(st["step"]), float(st["run"]), float(st["seconds"]), list(st["curve"])
@@ -215,39 +229,48 @@ def train_video(cfg: VideoTrainConfig, progress: bool = True) -> Path:
     def save_state(step: int) -> None:
         out.mkdir(parents=True, exist_ok=True)
         tmp = state_file.with_suffix(".tmp")
-        torch.save({"step": step, "run": run, "seconds": spent + time.time() - t0, "curve": curve,
+        torch.save({"step": step, "run": run, "seconds": spent + time.time() - t0, "curve": curve, "config": fixed,
                     "model": _trained_state(model, frozen), "opt": opt.state_dict()}, tmp)
         tmp.replace(state_file)  # atomic: a run killed mid-save keeps its last good state
 
     t0 = time.time()
     model.train()
-    with tqdm(range(start, cfg.steps), desc="train-video", disable=not progress, initial=start,
-              total=cfg.steps) as bar:
-        for step in bar:
-            for g in opt.param_groups:
-                frac = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
-                g["lr"] = warmup_cosine(step, cfg.lr, cfg.warmup, frac) * g["scale"]
-            pairs = batch_at(step)
-            texts = [prompt_and_answer(p[0], p[2], p[3]) for p in pairs]
-            b = batcher([t[0] for t in texts], [p[1] for p in pairs], answers=[t[1] for t in texts])
-            labels = b.pop("labels")
-            k = int((labels != -100).sum(-1).max())  # answer tokens, all at the row ends (left padding)
-            logits = model(**b, logits_to_keep=k + 1).logits[:, :-1]  # [B, k, V]: predicts the last k tokens
-            loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(),
-                                                     labels[:, -k:].reshape(-1), ignore_index=-100)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(new if frozen else model.parameters(), 1.0)
-            opt.step()
-            run = loss.item() if step == 0 else 0.97 * run + 0.03 * loss.item()
-            if step % 50 == 0 or step == cfg.steps - 1:
-                curve.append({"step": step, "loss": round(run, 4), "seconds": round(spent + time.time() - t0, 1)})
-                bar.set_postfix(loss=f"{run:.3f}")
-            if cfg.checkpoint_every and (step + 1) % cfg.checkpoint_every == 0 and step + 1 < cfg.steps:
-                save_state(step + 1)
-            if 0 < cfg.stop_at == step + 1 < cfg.steps:
-                save_state(step + 1)
-                return out
+    done = start
+    try:
+        with tqdm(range(start, cfg.steps), desc="train-video", disable=not progress, initial=start,
+                  total=cfg.steps) as bar:
+            for step in bar:
+                for g in opt.param_groups:
+                    frac = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
+                    g["lr"] = warmup_cosine(step, cfg.lr, cfg.warmup, frac) * g["scale"]
+                pairs = batch_at(step)
+                texts = [prompt_and_answer(p[0], p[2], p[3]) for p in pairs]
+                b = batcher([t[0] for t in texts], [p[1] for p in pairs], answers=[t[1] for t in texts])
+                b = {k: v.to(cfg.device) for k, v in b.items()}
+                labels = b.pop("labels")
+                k = int((labels != -100).sum(-1).max())  # answer tokens, all at the row ends (left padding)
+                logits = model(**b, logits_to_keep=k + 1).logits[:, :-1]  # [B, k, V]: predicts the last k tokens
+                loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(),
+                                                         labels[:, -k:].reshape(-1), ignore_index=-100)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(new if frozen else model.parameters(), 1.0)
+                opt.step()
+                run = loss.item() if step == 0 else 0.97 * run + 0.03 * loss.item()
+                done = step + 1
+                if step % 50 == 0 or step == cfg.steps - 1:
+                    curve.append({"step": step, "loss": round(run, 4), "seconds": round(spent + time.time() - t0, 1)})
+                    bar.set_postfix(loss=f"{run:.3f}")
+                if cfg.checkpoint_every and (step + 1) % cfg.checkpoint_every == 0 and step + 1 < cfg.steps:
+                    save_state(step + 1)
+                if 0 < cfg.stop_at == step + 1 < cfg.steps:
+                    save_state(step + 1)
+                    return out
+    except KeyboardInterrupt:  # Ctrl-C / SIGINT (a device's time limit): keep the steps done, resumable
+        save_state(done)
+        print(f"train-video: interrupted after step {done} of {cfg.steps}; {state_file} holds it, continue with "
+              "the same flags and --resume", file=sys.stderr)
+        return out
     train_s = spent + time.time() - t0
     model.eval()
     eval_frames = cfg.eval_frames or cfg.frames
@@ -255,6 +278,7 @@ def train_video(cfg: VideoTrainConfig, progress: bool = True) -> Path:
     acc = evaluate_video(model, tok, None, held, progress=progress)
     acc = {k: acc[k] for k in ("accuracy", "by_group", "by_evidence", "n")}
     out.mkdir(parents=True, exist_ok=True)
+    model.to("cpu")
     if frozen:  # ship what was trained; the LM comes from `namm models fetch`
         from safetensors.torch import save_file
 

@@ -41,3 +41,21 @@ def test_registry_builds_every_policy():
         assert p.n_up == 64
     with pytest.raises(ValueError, match="registered"):
         namm.make_policy("nope")
+
+
+def test_keeps_everything_names_the_policies_that_cannot_drop_a_token(capsys):
+    """A budget-ranked baseline without a budget keeps every token: the CLI says so on stderr."""
+    from namm.cli.eval import warn_keeps_everything
+    from namm.policies import NAMM, PinFirst
+
+    for p in default_policies(n_up=N_UP, budget=None):
+        assert p.keeps_everything == (p.name not in ("namm",)), p.describe()
+    for p in default_policies(n_up=N_UP, budget=0.4):
+        assert p.keeps_everything == (p.name == "full"), p.describe()
+    assert PinFirst(inner=namm.make_policy("h2o", n_up=N_UP)).keeps_everything
+    assert not PinFirst(inner=namm.make_policy("h2o", n_up=N_UP, budget=0.5)).keeps_everything
+    assert not NAMM(n_up=N_UP).keeps_everything  # its threshold decides, with or without a budget
+    warn_keeps_everything([namm.make_policy("h2o", n_up=N_UP), namm.make_policy("full", n_up=N_UP),
+                           namm.make_policy("tova", n_up=N_UP, budget=0.5)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "h2o has no --budget" in err[0] and "--budget 0.5" in err[0]

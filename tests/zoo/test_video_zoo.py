@@ -124,7 +124,7 @@ def test_shipped_zoo_video_model_beats_chance():
     assert res["accuracy"] >= 60.0, res["by_group"]
 
 
-def test_frozen_lm_run_ships_the_vision_side_only_and_resumes_on_the_same_trajectory(tmp_path):
+def test_frozen_lm_run_ships_the_vision_side_only_and_resumes_on_the_same_trajectory(tmp_path, monkeypatch):
     """The real-LM recipe (`--lm smollm2-135m` freezes the LM), run here on the zoo LM: only the vision tower
     and projector learn and ship; a run stopped at step 2 and resumed ends with the same weights."""
     from safetensors.torch import load_file
@@ -136,10 +136,28 @@ def test_frozen_lm_run_ships_the_vision_side_only_and_resumes_on_the_same_trajec
     a = train_video(VideoTrainConfig(out=str(tmp_path / "a"), **base), progress=False)
     train_video(VideoTrainConfig(out=str(tmp_path / "b"), stop_at=2, **base), progress=False)
     assert (tmp_path / "b" / "train_state.pt").is_file() and not (tmp_path / "b" / VISION_WEIGHTS).exists()
+    with pytest.raises(FileExistsError, match="--resume"):  # a stopped run is never overwritten by accident
+        train_video(VideoTrainConfig(out=str(tmp_path / "b"), **base), progress=False)
+    with pytest.raises(ValueError, match="other lr"):  # what fixes the trajectory must not change on resume
+        train_video(VideoTrainConfig(out=str(tmp_path / "b"), resume=True, **{**base, "lr": 0.1}), progress=False)
     b = train_video(VideoTrainConfig(out=str(tmp_path / "b"), resume=True, **base), progress=False)
     assert not (b / "train_state.pt").exists()  # a finished run keeps no optimizer state
-    wa, wb = load_file(str(a / VISION_WEIGHTS)), load_file(str(b / VISION_WEIGHTS))
-    assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+    import namm.zoo.video as zv
+
+    schedule = zv.warmup_cosine
+
+    def interrupt_at_step_2(step, *args):  # Ctrl-C as step 2 begins: steps 0 and 1 are kept
+        if step == 2:
+            raise KeyboardInterrupt
+        return schedule(step, *args)
+
+    monkeypatch.setattr(zv, "warmup_cosine", interrupt_at_step_2)
+    train_video(VideoTrainConfig(out=str(tmp_path / "c"), **base), progress=False)
+    monkeypatch.setattr(zv, "warmup_cosine", schedule)
+    assert torch.load(tmp_path / "c" / "train_state.pt", weights_only=True)["step"] == 2
+    c = train_video(VideoTrainConfig(out=str(tmp_path / "c"), resume=True, **base), progress=False)
+    wa, wb, wc = (load_file(str(x / VISION_WEIGHTS)) for x in (a, b, c))
+    assert wa.keys() == wb.keys() == wc.keys() and all(torch.equal(wa[k], wb[k]) and torch.equal(wa[k], wc[k]) for k in wa)
     assert wa and not any(k.startswith(("model.language_model.", "lm_head.")) for k in wa)
     man = json.loads((a / "manifest.json").read_text())
     assert man["lm"] == str(DEFAULT_LM) and 0 < man["trained_parameters"] < man["parameters"]
@@ -151,7 +169,7 @@ def test_frozen_lm_run_ships_the_vision_side_only_and_resumes_on_the_same_trajec
     torch.testing.assert_close(up, lm.model.layers[0].mlp.up_proj.weight)  # the LM is the zoo LM's, untouched
     assert tok.convert_tokens_to_ids("<video>") == model.config.video_token_id == man["video_token_id"]
     with pytest.raises(FileNotFoundError, match="--resume"):
-        train_video(VideoTrainConfig(out=str(tmp_path / "c"), resume=True, **base), progress=False)
+        train_video(VideoTrainConfig(out=str(tmp_path / "d"), resume=True, **base), progress=False)
 
 
 def test_evidence_positions_and_question_first_prompts():
