@@ -56,8 +56,7 @@ from namm.tasks.video_qa import chat_prompt, synthetic_items, synthetic_qa_item,
 
 from .common import make_readable, warmup_cosine, zoo_command
 
-__all__ = ["VideoTrainConfig", "new_video_model", "train_video"]
-
+__all__ = ["VideoTrainConfig", "is_real_lm", "video_config", "new_video_model", "train_video", "TRAIN_STATE"]
 
 
 @dataclass
