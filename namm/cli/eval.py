@@ -39,9 +39,9 @@ def run_eval(a: argparse.Namespace) -> None:
 
 
 def warn_keeps_everything(policies) -> None:
-    """One stderr line per budget-ranked policy given no ``--budget``: it runs, but keeps every token."""
+    """One stderr line per evicting policy that, as given (no ``--budget``), keeps every token."""
     for p in policies:
-        if p.keeps_everything and p.name != "full":
+        if p.evicts and p.keeps_everything:
             print(f"namm: {p.name} has no --budget, so it keeps every token (cache 1.0); give --budget 0.5 "
                   "(a fraction of the tokens seen) or 1024 (a token count)", file=sys.stderr)
 

@@ -185,8 +185,8 @@ class LanguageFitness(Fitness):
         return [c for task, idx in batch.items() for c in self._chunks([(task, i) for i in idx])]
 
     def collect_stats(self, batch, make_policy) -> tuple[torch.Tensor, torch.Tensor]:
-        n_freq = make_policy(None).spectral.n_freq
-        num_params = make_policy(None).net.num_params
+        template = make_policy(None)
+        n_freq, num_params = template.spectral.n_freq, template.net.num_params
 
         def run(units):
             out = []

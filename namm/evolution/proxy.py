@@ -72,8 +72,8 @@ class AttentionProxyFitness(LanguageFitness):
         return {t: 100.0 for t in batch}  # the full cache loses no attention
 
     def collect_stats(self, batch, make_policy) -> tuple[torch.Tensor, torch.Tensor]:
-        n_freq = make_policy(None).spectral.n_freq
-        num_params = make_policy(None).net.num_params
+        template = make_policy(None)
+        n_freq, num_params = template.spectral.n_freq, template.net.num_params
         total = RunningStats(n_freq)
         for task, idx in batch.items():
             for i in idx:

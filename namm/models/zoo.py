@@ -26,7 +26,8 @@ import torch
 from namm.io import write_text
 
 __all__ = ["ZOO_DIR", "DEFAULT_LM", "ZOO_VIDEO", "zoo_dt_dir", "load_zoo_lm", "load_zoo_video", "load_dt",
-           "VIDEO_TOKEN", "IMAGE_TOKEN", "VISION_WEIGHTS", "video_tokenizer", "with_language_model",
+           "VIDEO_TOKEN", "IMAGE_TOKEN", "VISION_WEIGHTS", "LM_KEYS", "video_tokenizer", "with_language_model",
+           "is_real_lm", "load_video_lm",
            "NORMALIZATION_FILE", "DTNormalization", "write_normalization", "read_normalization", "load_normalization"]
 
 ZOO_DIR = Path(__file__).resolve().parent.parent / "weights" / "zoo"
@@ -57,6 +58,25 @@ def video_tokenizer(tok):
     """The LM's tokenizer with ``<video>`` and ``<image>`` appended (always the same two new ids)."""
     tok.add_special_tokens({"additional_special_tokens": [VIDEO_TOKEN, IMAGE_TOKEN]})
     return tok
+
+
+LM_KEYS = ("model.language_model.", "lm_head.")  # state-dict prefixes of a LLaVA model's language model
+
+
+def is_real_lm(spec: str) -> bool:
+    """``spec`` names a registered real LM (``smollm2-135m``), not a zoo LM folder."""
+    from .real import REAL_MODELS
+
+    return str(spec) in REAL_MODELS
+
+
+def load_video_lm(spec: str | Path):
+    """``(lm, tokenizer with the video tokens)``: the real LM ``spec`` names (fetched on first use) or the
+    zoo LM folder it points at, fp32 on the CPU; what a video model is built around."""
+    from .real import load_real
+
+    lm, tok = load_real(str(spec), dtype=torch.float32) if is_real_lm(spec) else load_zoo_lm(spec)
+    return lm, video_tokenizer(tok)
 
 
 def with_language_model(conf, lm, zero_new: bool = True):
@@ -95,19 +115,15 @@ def load_zoo_video(path: str | Path = ZOO_VIDEO, dtype: torch.dtype = torch.floa
         return model, AutoTokenizer.from_pretrained(path)
     from safetensors.torch import load_file
 
-    from .real import REAL_MODELS, load_real
-
     manifest = json.loads((path / "manifest.json").read_text(encoding="utf-8"))
-    name = manifest["lm"]
-    lm, tok = load_real(name, dtype=torch.float32) if name in REAL_MODELS else load_zoo_lm(name)
-    tok = video_tokenizer(tok)
+    lm, tok = load_video_lm(manifest["lm"])
     conf = LlavaNextVideoConfig.from_pretrained(path)
     if tok.convert_tokens_to_ids(VIDEO_TOKEN) != conf.video_token_id:
         raise ValueError(f"{path}: its video token id {conf.video_token_id} is not {manifest['lm']}'s "
                          f"{VIDEO_TOKEN} ({tok.convert_tokens_to_ids(VIDEO_TOKEN)}); retrain it on this LM")
     model = with_language_model(conf, lm, zero_new=True)
     missing, unexpected = model.load_state_dict(load_file(str(path / VISION_WEIGHTS)), strict=False)
-    stray = [k for k in missing if not k.startswith(("model.language_model.", "lm_head."))]
+    stray = [k for k in missing if not k.startswith(LM_KEYS)]
     if stray or unexpected:
         raise ValueError(f"{path / VISION_WEIGHTS} does not fit its config: missing {stray[:3]}, unexpected "
                          f"{unexpected[:3]}")

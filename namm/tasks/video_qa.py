@@ -298,10 +298,16 @@ def load_frames(item: VideoQAItem, num_frames: int, method: str = "auto") -> np.
 
 
 # ---- prompts, answers, accuracy ----------------------------------------------------------------
+ANSWER_WITH_LETTER = "Answer with the option's letter."
+
+
+def _question_lines(item: VideoQAItem) -> list[str]:
+    return [f"Question: {item.question}", "Options:", *(f"({LETTERS[k]}) {o}" for k, o in enumerate(item.options))]
+
+
 def build_prompt(item: VideoQAItem) -> str:
     """``Question: ...\\nOptions:\\n(A) ...\\n(B) ...\\nAnswer with the option's letter.``"""
-    opts = [f"({LETTERS[k]}) {o}" for k, o in enumerate(item.options)]
-    return "\n".join([f"Question: {item.question}", "Options:", *opts, "Answer with the option's letter."])
+    return "\n".join([*_question_lines(item), ANSWER_WITH_LETTER])
 
 
 def chat_prompt(item: VideoQAItem, video_token: str = "<video>", question_first: bool = False) -> str:
@@ -309,8 +315,8 @@ def chat_prompt(item: VideoQAItem, video_token: str = "<video>", question_first:
     then the question (the benchmarks' form), or with ``question_first`` the question and its options
     before the video, so the model (and a memory policy) knows what to look for while it reads it."""
     if question_first:
-        head = build_prompt(item).rsplit("\n", 1)[0]  # question and options, without the instruction
-        return f"USER: {head}\n{video_token}\nAnswer with the option's letter. ASSISTANT:"
+        head = "\n".join(_question_lines(item))
+        return f"USER: {head}\n{video_token}\n{ANSWER_WITH_LETTER} ASSISTANT:"
     return f"USER: {video_token}\n{build_prompt(item)} ASSISTANT:"
 
 

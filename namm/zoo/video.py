@@ -45,18 +45,19 @@ from namm.io import write_json
 from namm.models.zoo import (
     DEFAULT_LM,
     IMAGE_TOKEN,
+    LM_KEYS,
     VIDEO_TOKEN,
     VISION_WEIGHTS,
     ZOO_VIDEO,
-    load_zoo_lm,
-    video_tokenizer,
+    is_real_lm,
+    load_video_lm,
     with_language_model,
 )
 from namm.tasks.video_qa import chat_prompt, synthetic_items, synthetic_qa_item, word_prompt
 
 from .common import make_readable, warmup_cosine, zoo_command
 
-__all__ = ["VideoTrainConfig", "is_real_lm", "video_config", "new_video_model", "train_video", "TRAIN_STATE"]
+__all__ = ["VideoTrainConfig", "video_config", "new_video_model", "train_video", "TRAIN_STATE"]
 
 
 @dataclass
@@ -88,13 +89,6 @@ class VideoTrainConfig:
     device: str = "cpu"  # cuda on a lent GPU (the weights are saved from the CPU either way)
 
 
-def is_real_lm(spec: str) -> bool:
-    """``spec`` names a registered real LM (``smollm2-135m``), not a zoo LM folder."""
-    from namm.models.real import REAL_MODELS
-
-    return spec in REAL_MODELS
-
-
 def video_config(lm_config, tok, size: int, patch: int, vision_hidden: int, vision_layers: int):
     """The LLaVA-NeXT-Video config around a language model's config: a small CLIP tower on ``size`` px frames
     with ``patch`` px patches, 2x2 average pooling (``(size / patch / 2)^2`` tokens per frame)."""
@@ -120,10 +114,7 @@ def _frozen(cfg: VideoTrainConfig) -> bool:
 def new_video_model(cfg: VideoTrainConfig):
     """``(model, tokenizer)``: the video model with its language model copied from the zoo LM folder or
     the real LM ``cfg.lm`` names."""
-    from namm import models
-
-    lm, tok = models.load(cfg.lm) if is_real_lm(cfg.lm) else load_zoo_lm(cfg.lm)
-    tok = video_tokenizer(tok)
+    lm, tok = load_video_lm(cfg.lm)
     conf = video_config(lm.config, tok, cfg.size, cfg.patch, cfg.vision_hidden, cfg.vision_layers)
     torch.manual_seed(cfg.seed)
     model = with_language_model(conf, lm, zero_new=_frozen(cfg))
@@ -151,7 +142,7 @@ def _trained_state(model, frozen: bool) -> dict[str, torch.Tensor]:
     sd = model.state_dict()
     if not frozen:
         return sd
-    return {k: v for k, v in sd.items() if not k.startswith(("model.language_model.", "lm_head."))}
+    return {k: v for k, v in sd.items() if not k.startswith(LM_KEYS)}
 
 
 def train_video(cfg: VideoTrainConfig, progress: bool = True) -> Path:
