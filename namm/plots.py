@@ -12,7 +12,7 @@ import numpy as np
 
 from .io import atomic_write
 
-__all__ = ["save_heatmap", "save_bars", "score_vs_cache", "fitness_curve", "return_vs_cache"]
+__all__ = ["save_heatmap", "save_heatmaps", "save_bars", "score_vs_cache", "fitness_curve", "return_vs_cache"]
 
 
 def _plt():
@@ -43,6 +43,25 @@ def save_heatmap(grid, path: Path, title: str, xlabel: str, ylabel: str, colorba
     ax.set_title(title)
     fig.colorbar(im, ax=ax, label=colorbar)
     fig.tight_layout()
+    return _save(fig, Path(path), 110)
+
+
+def save_heatmaps(grids: dict[str, Any], path: Path, xlabel: str, ylabel: str, colorbar: str, cmap: str = "magma",
+                  height: float = 1.5) -> Path:
+    """:func:`save_heatmap` for several ``[rows, cols]`` grids (``title -> grid``), stacked, one colour scale."""
+    plt = _plt()
+    gs = [np.asarray(g, dtype=float) for g in grids.values()]
+    fig, axes = plt.subplots(len(gs), 1, figsize=(7, sum(height + 0.3 * g.shape[0] for g in gs)), squeeze=False,
+                             layout="constrained")
+    im = None
+    for ax, (title, g) in zip(axes[:, 0], zip(grids, gs)):
+        im = ax.imshow(np.ma.masked_invalid(g), aspect="auto", cmap=cmap, vmin=0, vmax=1, interpolation="nearest")
+        ax.set_ylabel(ylabel)
+        ax.set_title(title, fontsize=9)
+        ax.yaxis.get_major_locator().set_params(integer=True)  # rows are counts (updates), never halves
+        ax.xaxis.get_major_locator().set_params(integer=True)
+    axes[-1, 0].set_xlabel(xlabel)
+    fig.colorbar(im, ax=list(axes[:, 0]), label=colorbar)
     return _save(fig, Path(path), 110)
 
 

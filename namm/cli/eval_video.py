@@ -25,7 +25,8 @@ def run(a: argparse.Namespace) -> None:
     out = Path(a.out)
     rows = []
     for name, policy in zip(a.policy.split(","), policies):
-        res = evaluate_video(model, tok, policy, pairs, a.batch_size, question_first=a.question == "first")
+        res = evaluate_video(model, tok, policy, pairs, a.batch_size, question_first=a.question == "first",
+                             form=a.answers)
         res.update(model=a.model, data=a.data, seed=a.seed, frames=a.frames)
         sub = out if len(policies) == 1 else out / Path(name).stem
         write_video_results(sub, res)
@@ -50,6 +51,9 @@ def add(sub) -> None:
     p.add_argument("--n-up", type=int, default=VIDEO_N_UP, help=f"memory update period (default {VIDEO_N_UP})")
     p.add_argument("--question", choices=("last", "first"), default="last",
                    help="the question after the video (last, the benchmarks' form) or before it (first)")
+    p.add_argument("--answers", choices=("auto", "letter", "words"), default="auto",
+                   help="answer with the option's letter (options shown) or its words (matched to the options); "
+                        "auto: the form the model was trained on")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--device", default="cpu")
     p.add_argument("--out", required=True)

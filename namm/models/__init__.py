@@ -4,7 +4,7 @@ and hub ids, for every kind of model the testbed runs.
     from namm import models
     model, tok = models.load("zoo")                        # the zoo LM (kind "lm")
     model, tok = models.load("smollm2-135m")               # fetched on first use (namm models fetch)
-    model, tok = models.load("zoo", kind="video")          # the zoo LLaVA-NeXT-Video
+    model, tok = models.load("zoo", kind="video")          # the zoo LLaVA-NeXT-Video (on SmolLM2)
     model, norm = models.load("dt-hopper-medium", kind="dt")
     models.register("my-lm", "my_pkg.models:load", kind="lm")   # (device, dtype, **options) -> (model, tok)
 
@@ -108,7 +108,10 @@ register("tiny-random", "namm.models.loaders:tiny_lm", description="2-layer rand
 register("zoo-lm", "namm.models.loaders:zoo_lm", aliases=("zoo",),
          description="the language zoo's 4M-parameter Llama (namm/weights/zoo/lm)")
 register("zoo-video", "namm.models.loaders:zoo_video", kind="video", aliases=("zoo",),
-         description="the zoo LLaVA-NeXT-Video (namm/weights/zoo/video)")
+         description="the zoo LLaVA-NeXT-Video on the frozen SmolLM2-135M-Instruct (namm/weights/zoo/video-smollm2; "
+                     "the LM from `namm models fetch smollm2-135m`)")
+register("zoo-video-tiny", "namm.models.loaders:zoo_video", kind="video", aliases=("zoo-tiny",), tiny=True,
+         description="the small LLaVA-NeXT-Video on the 4M zoo LM (namm/weights/zoo/video-tiny; nothing to fetch)")
 for _env in ("hopper", "halfcheetah", "walker2d"):
     for _level in ("medium", "medium-replay"):
         register(f"dt-{_env}-{_level}", "namm.models.loaders:zoo_dt", kind="dt", env=_env, level=_level,

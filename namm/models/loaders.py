@@ -13,6 +13,7 @@ from .zoo import (
     DEFAULT_LM,
     NORMALIZATION_FILE,
     ZOO_VIDEO,
+    ZOO_VIDEO_TINY,
     load_dt,
     load_normalization,
     load_zoo_lm,
@@ -39,8 +40,8 @@ def folder_lm(spec: str, device="cpu", dtype=torch.float32, rope_theta: float | 
     return load_causal_lm(spec, device, dtype, rope_theta=rope_theta, max_positions=max_positions, tokenizer=tokenizer)
 
 
-def zoo_video(device="cpu", dtype=torch.float32, **_):
-    model, tok = load_zoo_video(ZOO_VIDEO, dtype=dtype)
+def zoo_video(device="cpu", dtype=torch.float32, tiny: bool = False, **_):
+    model, tok = load_zoo_video(ZOO_VIDEO_TINY if tiny else ZOO_VIDEO, dtype=dtype)
     return model.to(device), tok
 
 

@@ -1,7 +1,9 @@
 """The models the project ships or trains itself (the zoo), and how their folders are read.
 
 * ``namm/weights/zoo/lm``: the zoo language model (``namm zoo train-lm``);
-* ``namm/weights/zoo/video``: the zoo LLaVA-NeXT-Video (``namm zoo train-video``);
+* ``namm/weights/zoo/video-smollm2``: the zoo video model, a LLaVA-NeXT-Video on the frozen SmolLM2-135M-Instruct
+  (``namm zoo train-video --lm smollm2-135m``; ships the vision tower + projector, the LM comes from
+  ``namm models fetch``); ``namm/weights/zoo/video-tiny``: the small one on the zoo LM (``namm zoo train-video``);
 * ``namm/weights/zoo/dt-{env}-{level}``: the zoo Decision Transformers (``namm zoo train-dt``), each with
   its state normalisation in ``normalization.json``::
 
@@ -25,14 +27,15 @@ import torch
 
 from namm.io import write_text
 
-__all__ = ["ZOO_DIR", "DEFAULT_LM", "ZOO_VIDEO", "zoo_dt_dir", "load_zoo_lm", "load_zoo_video", "load_dt",
+__all__ = ["ZOO_DIR", "DEFAULT_LM", "ZOO_VIDEO", "ZOO_VIDEO_TINY", "zoo_dt_dir", "load_zoo_lm", "load_zoo_video", "load_dt",
            "VIDEO_TOKEN", "IMAGE_TOKEN", "VISION_WEIGHTS", "LM_KEYS", "video_tokenizer", "with_language_model",
            "is_real_lm", "load_video_lm",
            "NORMALIZATION_FILE", "DTNormalization", "write_normalization", "read_normalization", "load_normalization"]
 
 ZOO_DIR = Path(__file__).resolve().parent.parent / "weights" / "zoo"
 DEFAULT_LM = ZOO_DIR / "lm"
-ZOO_VIDEO = ZOO_DIR / "video"
+ZOO_VIDEO = ZOO_DIR / "video-smollm2"  # `--model zoo` for video
+ZOO_VIDEO_TINY = ZOO_DIR / "video-tiny"  # `--model zoo-tiny`: on the 4M zoo LM, nothing to fetch
 NORMALIZATION_FILE = "normalization.json"
 NORM_FORMAT = "namm-testbed/dt-normalization"
 NORM_VERSION = 1

@@ -35,7 +35,7 @@ __all__ = [
     "load_longvideobench", "load_mlvu", "uniform_indices", "sample_frames", "load_frames",
     "build_prompt", "chat_prompt", "word_prompt", "parse_answer", "score", "make_synthetic_video_qa", "synthetic_items",
     "synthetic_qa_item", "evidence_position", "score_by_evidence",
-    "SYNTHETIC_KINDS", "EVIDENCE",
+    "SYNTHETIC_KINDS", "EVIDENCE", "ANSWER_FORMS", "video_prompt", "match_option",
 ]
 
 LETTERS = "ABCDE"
@@ -326,6 +326,37 @@ def word_prompt(item: VideoQAItem, video_token: str = "<video>", question_first:
     if question_first:
         return f"USER: {q}\n{video_token}\nAnswer in a few words. ASSISTANT:"
     return f"USER: {video_token}\n{q}\nAnswer in a few words. ASSISTANT:"
+
+
+ANSWER_FORMS = ("letter", "words")  # how a model answers: the option's letter, or the option's own words
+
+
+def video_prompt(item: VideoQAItem, form: str = "letter", video_token: str = "<video>",
+                 question_first: bool = False) -> str:
+    """The prompt of answer form ``form``: :func:`chat_prompt` (``letter``) or :func:`word_prompt` (``words``)."""
+    if form not in ANSWER_FORMS:
+        raise ValueError(f"answer form must be one of {ANSWER_FORMS}, got {form!r}")
+    make = chat_prompt if form == "letter" else word_prompt
+    return make(item, video_token, question_first=question_first)
+
+
+def _words(text: str) -> list[str]:
+    return re.findall(r"[a-z0-9]+", (text or "").lower())
+
+
+def match_option(text: str, options: Sequence[str]) -> int | None:
+    """Index of the option an open answer names, or None: the option whose words begin the answer's first
+    line ("red" for " Red.", "7 to 12" for "7 to 12 frames"; the longest such option wins, so "1" never
+    takes "13 to 19"), else the one option whose words the answer's words begin (a cut-off answer)."""
+    said = _words((text or "").strip().split("\n")[0])
+    if not said:
+        return None
+    opts = [_words(o) for o in options]
+    heads = [(len(o), i) for i, o in enumerate(opts) if o and said[: len(o)] == o]
+    if heads:
+        return max(heads)[1]
+    cut = [i for i, o in enumerate(opts) if o[: len(said)] == said]
+    return cut[0] if len(cut) == 1 else None
 
 
 EVIDENCE = ("early", "middle", "late")

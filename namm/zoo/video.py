@@ -25,7 +25,10 @@ tokens. The folder then holds only what was trained (``vision.safetensors``: tow
 fetched LM. ``train_state.pt`` (every ``checkpoint_every`` steps, at ``--stop-at`` and on Ctrl-C / SIGINT)
 makes a run resumable (``--resume``): the data streams are replayed to the stopped step, so a resumed run
 follows the same trajectory (tested); ``device: cuda`` trains on a GPU
-(``experiments/video-smollm2/gpu_train.sh``).
+(``experiments/video-smollm2/gpu_train.sh``). ``--init FOLDER`` starts the vision side from a finished run
+(a later stage: more kinds, longer videos). ``--word-answers 1`` trains answers in the option's words with
+no options shown (the form a frozen LM learns; letters stay at chance), recorded as ``answer_form`` in the
+config so evaluation asks for the same form.
 """
 
 from __future__ import annotations
@@ -49,6 +52,7 @@ from namm.models.zoo import (
     VIDEO_TOKEN,
     VISION_WEIGHTS,
     ZOO_VIDEO,
+    ZOO_VIDEO_TINY,
     is_real_lm,
     load_video_lm,
     with_language_model,
@@ -62,7 +66,7 @@ __all__ = ["VideoTrainConfig", "video_config", "new_video_model", "train_video",
 
 @dataclass
 class VideoTrainConfig:
-    out: str = str(ZOO_VIDEO)
+    out: str = ""  # "" = the shipped folder: namm/weights/zoo/video-smollm2 for a real LM, video-tiny for the zoo LM
     lm: str = str(DEFAULT_LM)
     seed: int = 0
     frames: int = 16
@@ -87,6 +91,7 @@ class VideoTrainConfig:
     resume: bool = False  # continue from out/train_state.pt
     stop_at: int = 0  # > 0: save train_state.pt after this many steps and return (one session's share of a run)
     device: str = "cpu"  # cuda on a lent GPU (the weights are saved from the CPU either way)
+    init: str = ""  # a trained video folder on the same frozen LM: start its vision tower + projector from there
 
 
 def video_config(lm_config, tok, size: int, patch: int, vision_hidden: int, vision_layers: int):
@@ -145,13 +150,44 @@ def _trained_state(model, frozen: bool) -> dict[str, torch.Tensor]:
     return {k: v for k, v in sd.items() if not k.startswith(LM_KEYS)}
 
 
+def _init_from(model, folder: Path, frozen: bool) -> None:
+    """Load a trained folder's vision tower + projector (``vision.safetensors``) into ``model``: a later stage
+    (new kinds, longer videos) starts from what an earlier run learned."""
+    from safetensors.torch import load_file
+
+    if not frozen:
+        raise ValueError("--init continues a video model on a frozen real LM (--lm NAME); a zoo-LM run has no "
+                         f"{VISION_WEIGHTS}")
+    if not (folder / VISION_WEIGHTS).is_file():
+        raise FileNotFoundError(f"--init: no {VISION_WEIGHTS} in {folder}; give a finished `namm zoo train-video "
+                                "--lm NAME` folder")
+    want = _trained_state(model, True)
+    got = load_file(str(folder / VISION_WEIGHTS))
+    bad = sorted(k for k in set(want) | set(got) if k not in got or k not in want or got[k].shape != want[k].shape)
+    if bad:
+        raise ValueError(f"--init: {folder / VISION_WEIGHTS} does not fit this run's vision tower ({bad[0]} "
+                         "differs); use the --size/--patch/--vision-hidden/--vision-layers it was trained with")
+    model.load_state_dict(got, strict=False)
+
+
+def _init_record(init: str) -> dict[str, Any] | None:
+    """What the ``--init`` folder's own manifest says of it (command, recipe, time, held-out accuracy): the
+    earlier stages of the shipped recipe, kept with it."""
+    if not init:
+        return None
+    import json
+
+    m = json.loads((Path(init) / "manifest.json").read_text(encoding="utf-8"))
+    return {"path": init, **{k: m.get(k) for k in ("command", "config", "train_seconds", "heldout_full_cache", "init")}}
+
+
 def train_video(cfg: VideoTrainConfig, progress: bool = True) -> Path:
     from tqdm.auto import tqdm
 
     torch.set_num_threads(cfg.threads)
     kinds = [k for k in cfg.kinds.split(",") if k]
     frozen = _frozen(cfg)
-    out = Path(cfg.out)
+    out = Path(cfg.out or (ZOO_VIDEO if is_real_lm(cfg.lm) else ZOO_VIDEO_TINY))
     state_file = out / TRAIN_STATE
     if cfg.resume and not state_file.is_file():
         raise FileNotFoundError(f"--resume: no {TRAIN_STATE} in {out}; start the run without --resume")
@@ -159,6 +195,8 @@ def train_video(cfg: VideoTrainConfig, progress: bool = True) -> Path:
         raise FileExistsError(f"{out} holds a stopped run ({TRAIN_STATE}): continue it with --resume, or choose "
                               "another --out")
     model, tok = new_video_model(cfg)
+    if cfg.init:
+        _init_from(model, Path(cfg.init), frozen)
     model.to(cfg.device)
     if frozen:
         model.model.language_model.requires_grad_(False)
@@ -263,6 +301,8 @@ def train_video(cfg: VideoTrainConfig, progress: bool = True) -> Path:
         return out
     train_s = spent + time.time() - t0
     model.eval()
+    # the form it mostly learned to answer in: what `namm eval-video --answers auto` asks it for
+    model.config.answer_form = "words" if cfg.word_answers >= 0.5 else "letter"
     eval_frames = cfg.eval_frames or cfg.frames
     held = load_video_data("zoo", cfg.eval_samples, seed=1000, frames=eval_frames, size=cfg.size, kinds=kinds)
     acc = evaluate_video(model, tok, None, held, progress=progress)
@@ -286,6 +326,7 @@ def train_video(cfg: VideoTrainConfig, progress: bool = True) -> Path:
                 "lm": str(cfg.lm) if frozen else None, "video_token_id": int(model.config.video_token_id),
                 "tokens_per_frame": (cfg.size // cfg.patch // 2) ** 2, "train_seconds": round(train_s, 1),
                 "curve": curve, "heldout_seed": 1000, "heldout_frames": eval_frames, "heldout_full_cache": acc,
+                "answers": model.config.answer_form, "init": _init_record(cfg.init),
                 "chance": chance, "torch": torch.__version__}
     write_json(out / "manifest.json", manifest)
     state_file.unlink(missing_ok=True)  # the run is complete: the shipped folder keeps no optimizer state
