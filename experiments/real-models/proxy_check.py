@@ -23,6 +23,7 @@ from namm import models, tasks
 from namm.checkpoint import SHIPPED_NAMM, load_namm
 from namm.drivers.text import pad_id, token_logprobs
 from namm.drivers.trace import record
+from namm.evaluation.stats import paired_interval
 from namm.evaluation.text import prompt_ids
 from namm.io import write_csv, write_json, write_text
 from namm.policies import FullCache, make_policy
@@ -33,10 +34,7 @@ BASELINES = ("h2o", "l2", "streamingllm", "recency", "snapkv", "tova")
 
 def paired(a: list[float], b: list[float], seed: int = 0) -> tuple[float, float, float]:
     """Mean of a - b and its 95% bootstrap interval (instances resampled)."""
-    d = np.asarray(a) - np.asarray(b)
-    rng = np.random.default_rng(seed)
-    boot = d[rng.integers(0, len(d), size=(10000, len(d)))].mean(1)
-    return float(d.mean()), float(np.quantile(boot, 0.025)), float(np.quantile(boot, 0.975))
+    return paired_interval(np.asarray(a) - np.asarray(b), seed=seed)
 
 
 def spearman(a, b) -> float:

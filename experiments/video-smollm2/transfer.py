@@ -25,20 +25,13 @@ import numpy as np
 
 from namm import models
 from namm.checkpoint import resolve_policy
+from namm.evaluation.stats import paired_interval
 from namm.evaluation.table import matched_budget
 from namm.evaluation.video import VIDEO_N_UP, evaluate_video, load_video_data
 from namm.io import write_csv, write_json, write_text
 from namm.plots import save_heatmaps
 
 BASELINES = "h2o,l2,streamingllm,snapkv,tova"
-
-
-def paired(a: np.ndarray, b: np.ndarray, n_boot: int = 10_000, seed: int = 0) -> tuple[float, float, float]:
-    """Mean of ``b - a`` (percentage points) and its 95% bootstrap interval over the questions."""
-    d = (b.astype(float) - a.astype(float)) * 100
-    idx = np.random.default_rng(seed).integers(len(d), size=(n_boot, len(d)))
-    boot = d[idx].mean(1)
-    return float(d.mean()), float(np.quantile(boot, 0.025)), float(np.quantile(boot, 0.975))
 
 
 def main() -> None:
@@ -91,7 +84,8 @@ def main() -> None:
     for r in rows:
         ref = by_name[r["vs"]] if r["vs"] else by_name["full"] if r["name"] != "full" else None
         r["diff_vs"] = ref["name"] if ref else None
-        r["diff"] = paired(ref["hits"], r["hits"]) if ref else None
+        # B - ref in points, paired over the same questions
+        r["diff"] = paired_interval((r["hits"].astype(float) - ref["hits"].astype(float)) * 100) if ref else None
 
     groups = sorted({g for r in rows for g in r["by_group"]})
     where = sorted({g for r in rows for g in r["by_evidence"]})
