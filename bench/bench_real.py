@@ -94,10 +94,10 @@ def one(a: argparse.Namespace) -> dict:
         policy = None
         if a.one != "plain":
             policy = {"full": lambda: resolve_policy("full", n_up=a.n_up),
-                      "namm": lambda: resolve_policy("namm"),
+                      "namm": lambda: resolve_policy(a.namm, n_up=a.namm_n_up),
                       "h2o": lambda: resolve_policy("h2o", n_up=a.n_up, budget=a.budget),
                       "snapkv": lambda: resolve_policy("snapkv", n_up=a.n_up, budget=a.budget),
-                      "namm25": lambda: resolve_policy("namm", budget=a.budget)}[a.one]()
+                      "namm25": lambda: resolve_policy(a.namm, n_up=a.namm_n_up, budget=a.budget)}[a.one]()
         ctx = namm.memory(model, policy) if policy is not None else None
         mem = ctx.__enter__() if ctx is not None else None
         try:
@@ -171,6 +171,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--policies", default=",".join(POLICIES))
     ap.add_argument("--budget", type=float, default=0.25)
     ap.add_argument("--n-up", type=int, default=128)
+    ap.add_argument("--namm", default="namm", help="the NAMM of the namm/namm25 rows: namm (shipped) or a weights file")
+    ap.add_argument("--namm-n-up", type=int, default=None, help="the NAMM's update period (default: its own)")
     ap.add_argument("--decode", type=int, default=64)
     ap.add_argument("--batch", type=int, default=1)
     ap.add_argument("--device", default="cpu")
@@ -196,7 +198,8 @@ def main(argv: list[str] | None = None) -> dict:
                 if pol in {f["policy"] for f in failed if f["context"] == ctx}:
                     continue
                 cmd = [sys.executable, __file__, "--one", pol, "--context", str(ctx), "--model", a.model, "--budget",
-                       str(a.budget), "--n-up", str(a.n_up), "--decode", str(a.decode), "--batch", str(a.batch),
+                       str(a.budget), "--n-up", str(a.n_up), "--namm", a.namm,
+                       *(["--namm-n-up", str(a.namm_n_up)] if a.namm_n_up else []), "--decode", str(a.decode), "--batch", str(a.batch),
                        "--device", a.device, "--dtype", a.dtype]
                 r = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
                 if r.returncode:  # recorded, not fatal: one out-of-memory context must not lose the others
@@ -226,6 +229,7 @@ def main(argv: list[str] | None = None) -> dict:
     doc = {"device": device_name(a.device), "date": datetime.date.today().isoformat(), "commit": commit,
            "python": platform.python_version(), "torch": __import__("torch").__version__,
            "threads": __import__("torch").get_num_threads(), "decode_tokens": a.decode, "n_up": a.n_up,
+           "namm": a.namm, "namm_n_up": a.namm_n_up,
            "budget": a.budget, "repeats": a.repeats, "rows": rows, "failed": failed}
     tag = "gpu" if a.device.startswith("cuda") else "cpu"
     out = Path(a.out or ROOT / "bench" / "results" / f"{doc['date']}-{tag}.json")
