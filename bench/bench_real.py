@@ -7,8 +7,9 @@
     python bench/bench_real.py --model llama3-8b-shape --device cuda --dtype bfloat16 --contexts 8192 16384 32768
 
 Policies: ``plain`` (HF's own SDPA attention and DynamicCache), ``full`` (the full cache through the
-memory attention), ``namm`` (the shipped NAMM, its own threshold), and at ``--budget`` (default 25% of
-tokens seen): ``h2o``, ``snapkv``, ``namm25`` (the NAMM capped). Each (policy, context) runs in its own
+memory attention), ``namm`` (the shipped NAMM, its own threshold; ``--namm FILE`` and ``--namm-n-up N`` for
+another NAMM or update period), and at ``--budget`` (default 25% of tokens seen): ``h2o``, ``snapkv``,
+``namm25`` (the NAMM capped). Each (policy, context) runs in its own
 process, so peak RSS is that run's alone; prompts are real text (the Python standard library). Prefill
 is the prompt's forward pass (chunked per ``n_up`` for policies that evict, updates included); decode is
 ``--decode`` greedy tokens, one at a time. Ratios are to ``plain`` at the same context, in the same run.
@@ -152,6 +153,8 @@ def markdown(doc: dict) -> str:
     """The rows of a results JSON as a markdown table (ratios to plain HF at the same context)."""
     lines = [f"{doc['device']}, commit {doc['commit']}, torch {doc['torch']}, {doc['threads']} threads, "
              f"{doc['decode_tokens']} decoded tokens, n_up {doc['n_up']}, budget {doc['budget']}"
+             + (f", NAMM {doc['namm']}" if doc.get("namm", "namm") != "namm" else "")
+             + (f" at n_up {doc['namm_n_up']}" if doc.get("namm_n_up") else "")
              + (f", median of {doc['repeats']} interleaved rounds" if doc.get("repeats", 1) > 1 else ""), "",
              "| context | policy | prefill s | x plain | decode tok/s | x plain | peak GiB | KV GiB | cache |",
              "|---|---|---|---|---|---|---|---|---|"]
@@ -199,8 +202,8 @@ def main(argv: list[str] | None = None) -> dict:
                     continue
                 cmd = [sys.executable, __file__, "--one", pol, "--context", str(ctx), "--model", a.model, "--budget",
                        str(a.budget), "--n-up", str(a.n_up), "--namm", a.namm,
-                       *(["--namm-n-up", str(a.namm_n_up)] if a.namm_n_up else []), "--decode", str(a.decode), "--batch", str(a.batch),
-                       "--device", a.device, "--dtype", a.dtype]
+                       *(["--namm-n-up", str(a.namm_n_up)] if a.namm_n_up else []), "--decode", str(a.decode),
+                       "--batch", str(a.batch), "--device", a.device, "--dtype", a.dtype]
                 r = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
                 if r.returncode:  # recorded, not fatal: one out-of-memory context must not lose the others
                     print(r.stderr[-2000:], file=sys.stderr)

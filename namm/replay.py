@@ -29,7 +29,7 @@ from .cache import MemoryLayer
 from .io import atomic_write
 from .policies import MemoryPolicy
 
-__all__ = ["replay", "replay_file", "read_trace", "save_trace", "token_states", "kept_mass"]
+__all__ = ["replay", "replay_file", "read_trace", "save_trace", "token_states", "kept_mass", "scored_rows"]
 
 REQUIRED_META = ("n_up", "num_updates", "num_layers", "num_heads", "batch")
 
@@ -74,7 +74,8 @@ def _pack(x: torch.Tensor, live: torch.Tensor, fill) -> torch.Tensor:
 def _walk(policy: MemoryPolicy, meta: dict[str, int], tensors: dict[str, torch.Tensor], on_update,
           rows: int | None = None, updates: int | None = None, states: dict | None = None, rows_from: int = 0) -> None:
     """Replay ``policy`` layer by layer, update by update; ``on_update(u, l, rows_attn, view) -> keep`` sees
-    block ``u``'s attention over the tokens in view (``[B, H, n_up, N]``, zero at evicted columns; ``None``
+    block ``u``'s attention over the tokens in view (``[B, H, r, N]``, zero at evicted columns; ``r = n_up``,
+    or fewer where the trace keeps only its scored rows, see :func:`scored_rows`; ``None``
     before update ``rows_from``) and returns the ``[B, H, N]`` keep mask. ``rows``: replay a one-row trace
     ``rows`` times (e.g. one row per population member); ``updates``: stop after that many; ``states``
     (from :func:`token_states`): each token's state is read from there instead of observed."""
@@ -93,10 +94,11 @@ def _walk(policy: MemoryPolicy, meta: dict[str, int], tensors: dict[str, torch.T
             qpos = layer.mark_padding(None)  # [B, n_up]
             seen = None
             if u >= rows_from or (policy.needs_attention and states is None):
-                attn = tensors[f"attn.{u}.{l}"].float().expand(b, -1, -1, -1)  # [B, H, n_up, (u+1) n_up]
+                # [B, H, r, (u+1) n_up]: r = n_up, or fewer in a trace cut to its scored rows (scored_rows)
+                attn = tensors[f"attn.{u}.{l}"].float().expand(b, -1, -1, -1)
                 n = layer.pos.shape[-1]
-                cols = layer.pos.clamp_min(0)[:, :, None, :].expand(b, h, n_up, n)
-                seen = attn.gather(-1, cols) * layer.valid[:, :, None, :]  # [B, H, n_up, N]
+                cols = layer.pos.clamp_min(0)[:, :, None, :].expand(b, h, attn.shape[2], n)
+                seen = attn.gather(-1, cols) * layer.valid[:, :, None, :]  # [B, H, r, N]
             if states is not None:
                 idx = layer.pos.clamp_min(0)  # [B, H, N]: slot -> position (nothing here is padding)
                 for name, full in states[u, l].items():  # [1, H, (u+1) n_up, ...]
@@ -162,7 +164,6 @@ def kept_mass(policy: MemoryPolicy, meta: dict[str, int], tensors: dict[str, tor
     if not 0 <= score_from < length:
         raise ValueError(f"score_from={score_from} is outside the trace's {length} tokens")
     first, last = score_from // n_up, (length - 1) // n_up  # blocks holding scored queries
-    q = torch.arange(n_up)
     b = rows if rows is not None else meta["batch"]
     mass_sum, frac_sum = torch.zeros(b), torch.zeros(b)
     mass_n = frac_n = 0
@@ -171,8 +172,10 @@ def kept_mass(policy: MemoryPolicy, meta: dict[str, int], tensors: dict[str, tor
         nonlocal mass_sum, mass_n, frac_sum, frac_n
         if u >= first:
             assert seen is not None  # _walk reads the rows from update `first` on
-            qp = u * n_up + q
-            scored = (qp >= score_from) & (qp < length)  # [n_up]
+            r = seen.shape[2]  # n_up rows, or a trace cut to its scored rows (scored_rows): they start here
+            start = u * n_up if r == n_up else max(u * n_up, score_from)
+            qp = start + torch.arange(r)
+            scored = (qp >= score_from) & (qp < length)  # [r]
             mass_sum = mass_sum + seen.sum(-1)[:, :, scored].sum((1, 2))  # [B]
             mass_n += seen.shape[1] * int(scored.sum())
         if u == last:  # nothing after it is scored: its own update does not matter
@@ -184,6 +187,22 @@ def kept_mass(policy: MemoryPolicy, meta: dict[str, int], tensors: dict[str, tor
 
     _walk(policy, meta, tensors, step, rows=rows, updates=last + 1, states=states, rows_from=first)
     return mass_sum / mass_n, frac_sum / frac_n if frac_n else torch.ones(b)
+
+
+def scored_rows(meta: dict[str, int], tensors: dict[str, torch.Tensor], score_from: int) -> dict[str, torch.Tensor]:
+    """What :func:`kept_mass` (given ``states``) still reads of a trace: the blocks holding the queries at
+    positions ``score_from .. length - 1``, cut to those rows. The same masses for a fraction of the memory
+    (a 256-token continuation after a 1k context at n_up 512 keeps 256 of its block's 512 rows: the rest is
+    padding). Take the spectrogram states first (:func:`token_states` reads every row)."""
+    n_up = meta["n_up"]
+    length = meta.get("length", meta["num_updates"] * n_up)
+    out = {}
+    for k, v in tensors.items():
+        u = int(k.split(".")[1])
+        lo, hi = max(score_from - u * n_up, 0), min(length - u * n_up, n_up)
+        if hi > lo:
+            out[k] = v if (lo, hi) == (0, n_up) else v[:, :, lo:hi].contiguous()
+    return out
 
 
 def replay_file(policy: MemoryPolicy, trace: str | os.PathLike, out: str | os.PathLike) -> Path:

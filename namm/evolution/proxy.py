@@ -17,7 +17,8 @@ Cost: a token's spectrogram depends only on the attention it receives, which a r
 whatever else was kept, so it is computed once per trace (:func:`namm.replay.token_states`) and every member
 reads it; a member then costs only its scorer (SmolLM2, 768 tokens, n_up 64: ~1.4 s per trace on one core,
 vs ~3 s observing the trace itself and ~5 s for a real forward). Memory: the spectrogram states plus the
-attention of the scored blocks, ~75 MB per 768-token SmolLM2 trace, kept for the run once drawn.
+attention of the scored queries (:func:`namm.replay.scored_rows`), ~65 MB per 768-token SmolLM2 trace at
+n_up 128 and ~140 MB per 1280-token one at n_up 512, kept for the run once drawn.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ import torch
 from namm.drivers.trace import record
 from namm.features import RunningStats, SpectralConfig
 from namm.policies import NAMM
-from namm.replay import kept_mass, token_states
+from namm.replay import kept_mass, scored_rows, token_states
 
 from .fitness import split_nonfinite
 from .language import LanguageFitness
@@ -60,8 +61,7 @@ class AttentionProxyFitness(LanguageFitness):
             meta, tensors = record(self.model, list(prompt) + list(answer), n_up=n.n_up)
             spectral = SpectralConfig(n_fft=n.n_fft, hop=n.hop, ema=n.ema)
             states = token_states(NAMM(n_up=n.n_up, spectral=spectral), meta, tensors, names=("ema",))
-            first = len(prompt) // n.n_up  # earlier blocks hold no scored query: their attention is not read again
-            tensors = {k: v for k, v in tensors.items() if int(k.split(".")[1]) >= first}
+            tensors = scored_rows(meta, tensors, len(prompt))  # only the scored queries' attention is read again
             self.traces[key] = (meta, tensors, len(prompt), states)
         return self.traces[key]
 

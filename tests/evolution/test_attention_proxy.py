@@ -13,7 +13,7 @@ from namm.drivers.trace import record
 from namm.evolution import evolve
 from namm.evolution.config import load_config
 from namm.policies import H2O, NAMM, FullCache, Recency, StreamingLLM
-from namm.replay import kept_mass, read_trace, replay, save_trace, token_states
+from namm.replay import kept_mass, read_trace, replay, save_trace, scored_rows, token_states
 
 N_UP = 16
 
@@ -100,6 +100,20 @@ def test_members_as_rows_equal_one_by_one(trace):
     assert torch.equal(shared, batched) and torch.equal(sfrac, frac)
     h2o, hf = kept_mass(H2O(n_up=N_UP, budget=0.5), meta, tensors, score_from=40)
     assert 0 < float(h2o) < 1 and float(hf) == pytest.approx(0.5, abs=0.05)
+
+
+@pytest.mark.parametrize("score_from", [32, 40, 66])  # at a block boundary, inside a block, inside the padded last
+def test_a_trace_cut_to_its_scored_rows_gives_the_same_masses(trace, score_from):
+    meta, tensors = trace
+    params = 0.3 * torch.randn(3, NAMM(n_up=N_UP).net.num_params, generator=torch.Generator().manual_seed(2))
+    policy = NAMM(n_up=N_UP, params=params, mode="ragged")
+    states = token_states(NAMM(n_up=N_UP), meta, tensors, names=("ema",))
+    cut = scored_rows(meta, tensors, score_from)
+    rows = sum(v.shape[2] for k, v in cut.items() if k.endswith(".0"))
+    assert rows == 70 - score_from  # only the scored queries' rows are kept (the padding after 70 too)
+    want = kept_mass(policy, meta, tensors, score_from, rows=3, states=states)
+    got = kept_mass(policy, meta, cut, score_from, rows=3, states=states)
+    assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
 
 
 def test_proxy_evolution_runs_and_resumes_on_the_same_trajectory(tmp_path, tiny):
