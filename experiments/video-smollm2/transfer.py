@@ -58,13 +58,15 @@ def main() -> None:
     items = [p[0] for p in pairs]
     gold = np.array([it.answer for it in items])
     first = a.question == "first"
+    n = len(items)
 
     def run(name: str, policy, ref: str | None) -> dict:
         res = evaluate_video(model, tok, policy, pairs, a.batch_size, progress=True, question_first=first)
         hits = np.array([c == g for c, g in zip(res["choices"], gold)])
         named = float(np.mean([c is not None for c in res["choices"]]))  # answers that name any option at all
         row = {"name": name, "policy": res["policy"], "accuracy": res["accuracy"], "named": named,
-               "examples": [[it.options[it.answer], p] for it, p in zip(items[::40], res["predictions"][::40])],
+               # one (gold option, answer) pair per kind: the questions come in blocks of --samples per kind
+               "examples": [[items[i].options[items[i].answer], res["predictions"][i]] for i in range(0, n, a.samples)],
                "cache": res["mean_cache_fraction"], "video_kept": res["video_kept"], "text_kept": res["text_kept"],
                "by_group": res["by_group"], "by_evidence": res["by_evidence"], "answers": res["answers"],
                "vs": ref, "hits": hits}
@@ -100,7 +102,6 @@ def main() -> None:
     for r, t in zip(rows, table):
         d = r["diff"]
         md.append("| " + " | ".join(t[:-3] + [f"{d[0]:+.1f} [{d[1]:+.1f}, {d[2]:+.1f}]" if d else ""]) + " |")
-    n = len(items)
     chance = 100.0 / len(items[0].options)
     cmd = "python experiments/video-smollm2/transfer.py " + " ".join(sys.argv[1:])
     write_text(out / "README.md", "\n".join([
