@@ -115,7 +115,9 @@ class MemoryLayer(CacheLayerMixin):
             return
         new_cap = _round_up(max(need, cap + cap // 4))
         for name, t in self._buf.items():
-            grown = t.new_empty(t.shape[0], t.shape[1], new_cap, *t.shape[3:])
+            # state slots past ``n`` stay zero (a new token's state starts at zero without a write per step)
+            grown = (t.new_zeros if name.startswith("state.") else t.new_empty)(t.shape[0], t.shape[1], new_cap,
+                                                                                 *t.shape[3:])
             grown[:, :, : self.n] = t[:, :, : self.n]
             self._buf[name] = grown
 
@@ -130,7 +132,7 @@ class MemoryLayer(CacheLayerMixin):
             "values": value_states.new_empty(b, h, cap, value_states.shape[-1]),
             "pos": torch.empty(b, h, cap, dtype=torch.long, device=dev),
             "valid": torch.empty(b, h, cap, dtype=torch.bool, device=dev),
-            **{"state." + name: torch.empty(b, h, cap, *shape, dtype=torch.float32, device=dev)
+            **{"state." + name: torch.zeros(b, h, cap, *shape, dtype=torch.float32, device=dev)
                for name, shape in self.policy.token_state().items()},
         }
         self.seen = torch.zeros(b, dtype=torch.long, device=dev)
@@ -153,10 +155,11 @@ class MemoryLayer(CacheLayerMixin):
         b = self._buf
         b["keys"][:, :, n : n + q] = key_states
         b["values"][:, :, n : n + q] = value_states
-        b["pos"][:, :, n : n + q] = (self.seen[:, None] + torch.arange(q, device=self.seen.device))[:, None, :]
-        b["valid"][:, :, n : n + q] = True
-        for name in self.policy.token_state():
-            b["state." + name][:, :, n : n + q] = 0.0
+        if q == 1:  # a decode step: fewer ops (they, not the bytes, are what a small model's decode pays for)
+            b["pos"][:, :, n] = self.seen[:, None]
+        else:
+            b["pos"][:, :, n : n + q] = (self.seen[:, None] + torch.arange(q, device=self.seen.device))[:, None, :]
+        b["valid"][:, :, n : n + q] = True  # (their state slots are zero already: see compact)
         self.n = n + q
         self._views()
         self.seen = self.seen + q
@@ -246,10 +249,12 @@ class MemoryLayer(CacheLayerMixin):
             return
         # stable sort puts live slots first and keeps their (position) order
         idx = torch.argsort((~live).to(torch.int8), dim=-1, stable=True)[..., :n_live]  # [B,H,n]
-        for t in self._buf.values():
+        for name, t in self._buf.items():
             cur = t[:, :, : self.n]
             ix = idx.reshape(*idx.shape, *([1] * (t.dim() - 3))).expand(*idx.shape, *t.shape[3:])
             t[:, :, :n_live] = cur.gather(2, ix)
+            if name.startswith("state."):
+                t[:, :, n_live : self.n] = 0.0  # the slots the next tokens take start from a zero state
         self.n = n_live
         self._views()
         self.pos.masked_fill_(~self.valid, -1)

@@ -33,6 +33,18 @@ class Scorer:
     def num_params(self) -> int:
         return sum(math.prod(s) for _, s in self.shapes)
 
+    def linear(self, weight: torch.Tensor, bias: float = 0.0) -> torch.Tensor:
+        """``[P]`` parameters under which the scorer is the linear score ``x @ weight + bias`` (``weight``
+        ``[d]``): a hand-made starting point for evolution, e.g. a threshold on the attention a token gets."""
+        raise NotImplementedError
+
+    def flatten(self, named: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Inverse of :meth:`unflatten` for one vector: named tensors (missing ones zero) -> ``[P]``."""
+        parts = [named.get(n, torch.zeros(s)).float().reshape(-1) for n, s in self.shapes]
+        if any(p.numel() != math.prod(s) for p, (_, s) in zip(parts, self.shapes)):
+            raise ValueError(f"{self.name}: shapes must be {dict(self.shapes)}")
+        return torch.cat(parts)
+
     def unflatten(self, params: torch.Tensor) -> dict[str, torch.Tensor]:
         """Split ``params`` ``[..., P]`` into named tensors ``[..., *shape]`` (reference order)."""
         if params.shape[-1] != self.num_params:
@@ -121,6 +133,10 @@ class BAM(Scorer):
             ("b_s", (1,)),
         ]
 
+    def linear(self, weight: torch.Tensor, bias: float = 0.0) -> torch.Tensor:
+        # zero attention output: no gate (m = 0), no residual (r = 0), so x' = x
+        return self.flatten({"w_s": torch.as_tensor(weight).reshape(-1, 1), "b_s": torch.tensor([float(bias)])})
+
     def __call__(
         self, x: torch.Tensor, mask: torch.Tensor, pos: torch.Tensor, params: torch.Tensor
     ) -> torch.Tensor:
@@ -158,6 +174,13 @@ class MLP(Scorer):
     def shapes(self) -> list[tuple[str, tuple[int, ...]]]:
         d, h = self.feature_dim, self.hidden
         return [("w_1", (d, h)), ("b_1", (h,)), ("w_2", (h, 1)), ("b_2", (1,))]
+
+    def linear(self, weight: torch.Tensor, bias: float = 0.0) -> torch.Tensor:
+        # relu(x w) - relu(-x w) = x w: two hidden units, the others zero
+        w = torch.as_tensor(weight).float().reshape(-1)
+        w1, w2 = torch.zeros(self.feature_dim, self.hidden), torch.zeros(self.hidden, 1)
+        w1[:, 0], w1[:, 1], w2[0, 0], w2[1, 0] = w, -w, 1.0, -1.0
+        return self.flatten({"w_1": w1, "w_2": w2, "b_2": torch.tensor([float(bias)])})
 
     def __call__(
         self, x: torch.Tensor, mask: torch.Tensor, pos: torch.Tensor, params: torch.Tensor

@@ -91,6 +91,16 @@ class NAMM(MemoryPolicy):
         """Write each query's row into its hop slot; fold a frame whenever a row completes a hop block."""
         c = self.spectral
         q = qpos.shape[1]
+        if q == 1 and qpos.shape[0] == 1 and (p0 := int(qpos[0, 0])) >= 0:
+            # one decode step of one row: write the row into its hop slot (a handful of ops; the general
+            # path below costs ~15 per layer and step, which is what a 135M model's decode pays for)
+            k = p0 % c.hop
+            st_block = state["block"]
+            st_block[..., k] += attn[:, :, 0]
+            if k == c.hop - 1:
+                state["tail"], state["ema"] = fold_frame(state["tail"], st_block, state["ema"], c)
+                st_block.zero_()
+            return
         # each row's real queries are consecutive positions ending at the last column (left padding)
         virtual = qpos[:, -1:] - torch.arange(q - 1, -1, -1, device=qpos.device)  # [B, q]
         # a few queries (decode): write their slots, fold when a block completes; many: all frames at once

@@ -34,11 +34,14 @@ def test_full_cache_equals_plain_hf(family):
     assert model.config._attn_implementation == "eager"  # restored after the block
 
 
-def test_chunking_does_not_change_results(tiny_llama):
+@pytest.mark.parametrize("pol", [
+    H2O(n_up=N_UP, budget=0.4),
+    NAMM(n_up=N_UP, params=0.3 * torch.randn(4172, generator=torch.Generator().manual_seed(3)), mode="ragged"),
+], ids=["h2o", "namm"])  # token by token, the NAMM's spectrogram takes its one-query path
+def test_chunking_does_not_change_results(tiny_llama, pol):
     """One-shot prefill, odd-sized chunks and token-by-token feeding give the same logits."""
     model = tiny_llama
     ids = torch.randint(3, 96, (1, 140), generator=torch.Generator().manual_seed(2))
-    pol = H2O(n_up=N_UP, budget=0.4)
     outs = []
     with torch.no_grad(), namm.memory(model, pol) as mem:
         for chunk in (140, 45, 1):
@@ -47,6 +50,24 @@ def test_chunking_does_not_change_results(tiny_llama):
             outs.append(torch.cat(logits, dim=1))
     assert (outs[0] - outs[1]).abs().max() < 1e-5
     assert (outs[0] - outs[2]).abs().max() < 1e-5
+
+
+def test_namm_state_is_the_same_token_by_token(tiny_llama):
+    """The NAMM's spectrogram (tail, open block, EMA) and the kept slots after 140 tokens, fed at once and one
+    by one (its one-query decode path): equal, not only the logits they lead to."""
+    pol = NAMM(n_up=N_UP, params=0.3 * torch.randn(4172, generator=torch.Generator().manual_seed(3)), mode="ragged")
+    ids = torch.randint(3, 96, (1, 140), generator=torch.Generator().manual_seed(2))
+    caches = []
+    with torch.no_grad(), namm.memory(tiny_llama, pol) as mem:
+        for chunk in (140, 1):
+            kw = mem.cache_kwargs()
+            for i in range(0, 140, chunk):
+                tiny_llama(input_ids=ids[:, i : i + chunk], use_cache=True, **kw)
+            caches.append(mem.last_cache)
+    for a, b in zip(*(c.memory_layers for c in caches)):
+        assert torch.equal(a.pos, b.pos) and 0 < int(a.valid.sum()) < 140 * a.pos.shape[1]
+        for name in ("tail", "block", "ema"):
+            assert torch.allclose(a.state[name], b.state[name], atol=1e-6), name
 
 
 class _MaskedReference:

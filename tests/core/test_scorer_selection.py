@@ -25,6 +25,21 @@ def _inputs(n=12, b=2, h=3, seed=0):
     return x, mask, pos, g
 
 
+@pytest.mark.parametrize("scorer", [BAM(), MLP()], ids=["bam", "mlp"])
+def test_linear_params_make_the_scorer_linear(scorer):
+    """``Scorer.linear(w, b)``: the score is ``x @ w + b`` for every token (a hand-made start for evolution),
+    and ``flatten`` inverts ``unflatten``."""
+    x, mask, pos, g = _inputs()
+    mask[0, 1, -3:] = False
+    w = torch.randn(25, generator=g)
+    params = scorer.linear(w, 0.7)
+    assert params.shape == (scorer.num_params,)
+    assert torch.equal(scorer.flatten(scorer.unflatten(params)), params)
+    s = scorer(x, mask, pos, params)
+    assert torch.allclose(s[mask], (x @ w + 0.7)[mask], atol=1e-5)
+    assert torch.isinf(s[~mask]).all()
+
+
 def test_bam_is_backward_only():
     """A token's score depends on itself and newer tokens only."""
     x, mask, pos, g = _inputs()
