@@ -19,8 +19,13 @@ from bench_real import load, prompt_ids
 
 def count_step(model, kw, nxt):
     """``(total, per line)`` dispatched ops of one decode step; lines outside ``namm/`` count as "model"."""
+    import os
+
     import torch
     from torch.utils._python_dispatch import TorchDispatchMode
+
+    import namm
+    pkg = os.path.dirname(namm.__file__) + os.sep  # the package's own files, wherever the checkout lives
 
     class Count(TorchDispatchMode):
         def __init__(self) -> None:
@@ -28,9 +33,8 @@ def count_step(model, kw, nxt):
             self.lines: collections.Counter = collections.Counter()
 
         def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-            ours = [f for f in traceback.extract_stack() if "/namm/" in f.filename and "site-packages" not in f.filename]
-            self.lines[f"{ours[-1].filename.split('/namm/')[-1]}:{ours[-1].lineno} {ours[-1].name}" if ours
-                       else "model"] += 1
+            ours = [f for f in traceback.extract_stack() if f.filename.startswith(pkg)]
+            self.lines[f"{ours[-1].filename[len(pkg):]}:{ours[-1].lineno} {ours[-1].name}" if ours else "model"] += 1
             return func(*args, **(kwargs or {}))
 
     with torch.no_grad(), Count() as c:

@@ -106,7 +106,7 @@ def _attend(
     probs = torch.softmax(logits.float(), dim=-1)  # fp32 softmax, as the reference
     out = torch.bmm(probs.to(value.dtype).view(b * hkv, g * q, n), value.reshape(b * hkv, n, value.shape[-1]))
     rows = probs.unflatten(2, (g, q)).mean(dim=2) if need_rows else None  # [B,Hkv,q,N]
-    return out.reshape(b, hq, q, d), rows
+    return out.view(b, hq, q, -1), rows
 
 
 def _piece_mask(layer: MemoryLayer, qp: torch.Tensor, ahead: int, window: int | None) -> tuple[Mask, int]:

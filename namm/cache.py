@@ -10,7 +10,9 @@ Storage is padded and ragged: every (row, head) holds its own set of tokens. Per
   it in its row; padding has -1). Keys keep the RoPE of this position forever: they are never re-rotated;
 - ``valid`` ``[B, H, N]`` bool: slot holds a live token (not padding, not evicted);
 - ``state[name]`` ``[B, H, N, ...]``: per-token state of the policy (spectrogram carry, accumulated
-  attention, ...), gathered with the same indices as K/V at each compaction.
+  attention, ...), gathered with the same indices as K/V at each compaction. The buffers' slots past the
+  ``N`` in use are always zero (allocated so, zeroed when compaction frees them), so an appended token's
+  state starts at zero without a write per step.
 
 After each eviction the layer compacts: every (row, head) moves its live slots to the front and the
 storage is cut to the largest live count, so memory follows the kept tokens, not the most ever seen.
@@ -61,6 +63,9 @@ class SlotState(dict):
         dict.__setitem__(self, name, value)
 
 
+_STATE = "state."  # prefix of the policy-state buffers among a layer's storage
+
+
 def _round_up(n: int, k: int = 64) -> int:
     return (n + k - 1) // k * k
 
@@ -105,7 +110,7 @@ class MemoryLayer(CacheLayerMixin):
         self.pos, self.valid = b["pos"][:, :, :n], b["valid"][:, :, :n]
         st = SlotState()
         for name in self.policy.token_state():
-            dict.__setitem__(st, name, b["state." + name][:, :, :n])
+            dict.__setitem__(st, name, b[_STATE + name][:, :, :n])
         self.state = st
 
     def _reserve(self, need: int) -> None:
@@ -115,9 +120,8 @@ class MemoryLayer(CacheLayerMixin):
             return
         new_cap = _round_up(max(need, cap + cap // 4))
         for name, t in self._buf.items():
-            # state slots past ``n`` stay zero (a new token's state starts at zero without a write per step)
-            grown = (t.new_zeros if name.startswith("state.") else t.new_empty)(t.shape[0], t.shape[1], new_cap,
-                                                                                 *t.shape[3:])
+            shape = (t.shape[0], t.shape[1], new_cap, *t.shape[3:])
+            grown = t.new_zeros(shape) if name.startswith(_STATE) else t.new_empty(shape)  # state: zero past n
             grown[:, :, : self.n] = t[:, :, : self.n]
             self._buf[name] = grown
 
@@ -132,7 +136,7 @@ class MemoryLayer(CacheLayerMixin):
             "values": value_states.new_empty(b, h, cap, value_states.shape[-1]),
             "pos": torch.empty(b, h, cap, dtype=torch.long, device=dev),
             "valid": torch.empty(b, h, cap, dtype=torch.bool, device=dev),
-            **{"state." + name: torch.zeros(b, h, cap, *shape, dtype=torch.float32, device=dev)
+            **{_STATE + name: torch.zeros(b, h, cap, *shape, dtype=torch.float32, device=dev)
                for name, shape in self.policy.token_state().items()},
         }
         self.seen = torch.zeros(b, dtype=torch.long, device=dev)
@@ -159,7 +163,7 @@ class MemoryLayer(CacheLayerMixin):
             b["pos"][:, :, n] = self.seen[:, None]
         else:
             b["pos"][:, :, n : n + q] = (self.seen[:, None] + torch.arange(q, device=self.seen.device))[:, None, :]
-        b["valid"][:, :, n : n + q] = True  # (their state slots are zero already: see compact)
+        b["valid"][:, :, n : n + q] = True  # their state slots are zero already (module docstring)
         self.n = n + q
         self._views()
         self.seen = self.seen + q
@@ -253,7 +257,7 @@ class MemoryLayer(CacheLayerMixin):
             cur = t[:, :, : self.n]
             ix = idx.reshape(*idx.shape, *([1] * (t.dim() - 3))).expand(*idx.shape, *t.shape[3:])
             t[:, :, :n_live] = cur.gather(2, ix)
-            if name.startswith("state."):
+            if name.startswith(_STATE):
                 t[:, :, n_live : self.n] = 0.0  # the slots the next tokens take start from a zero state
         self.n = n_live
         self._views()

@@ -40,9 +40,12 @@ class Scorer:
 
     def flatten(self, named: dict[str, torch.Tensor]) -> torch.Tensor:
         """Inverse of :meth:`unflatten` for one vector: named tensors (missing ones zero) -> ``[P]``."""
+        shapes = dict(self.shapes)
+        unknown = sorted(set(named) - set(shapes))
+        bad = [n for n, t in named.items() if n in shapes and tuple(t.shape) != shapes[n]]
+        if unknown or bad:
+            raise ValueError(f"{self.name} scorer: unknown {unknown} / misshapen {bad} tensors; it takes {shapes}")
         parts = [named.get(n, torch.zeros(s)).float().reshape(-1) for n, s in self.shapes]
-        if any(p.numel() != math.prod(s) for p, (_, s) in zip(parts, self.shapes)):
-            raise ValueError(f"{self.name}: shapes must be {dict(self.shapes)}")
         return torch.cat(parts)
 
     def unflatten(self, params: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -177,6 +180,8 @@ class MLP(Scorer):
 
     def linear(self, weight: torch.Tensor, bias: float = 0.0) -> torch.Tensor:
         # relu(x w) - relu(-x w) = x w: two hidden units, the others zero
+        if self.hidden < 2:
+            raise ValueError(f"a linear MLP scorer needs hidden >= 2, this one has {self.hidden}")
         w = torch.as_tensor(weight).float().reshape(-1)
         w1, w2 = torch.zeros(self.feature_dim, self.hidden), torch.zeros(self.hidden, 1)
         w1[:, 0], w1[:, 1], w2[0, 0], w2[1, 0] = w, -w, 1.0, -1.0

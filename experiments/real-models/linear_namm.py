@@ -34,16 +34,17 @@ DC = 8  # feature index of the spectrogram's first bin (after the 8 age-embeddin
 RECENCY = {"cos2": (6, 1.0), "sin3": (3, -1.0)}  # cos(age w_2): 1 -> 0 over ~350 tokens; -sin(age w_3): linear
 
 
-def linear_states(traces, n_up: int, ema: float):
-    """Per trace the NAMM's spectrogram states (nothing evicted) and the normalisation they give."""
-    spectral = SpectralConfig(ema=ema)
+def linear_states(traces, n_up: int, spectral: SpectralConfig, with_stats: bool = True):
+    """Per trace the NAMM's spectrogram states (nothing evicted), and (``with_stats``) the normalisation
+    ``(mean, var)`` they give (else ``None``)."""
     base = NAMM(n_up=n_up, spectral=spectral, mode="ragged")
     states, stats = [], RunningStats(spectral.n_freq)
     for meta, tensors, start in traces:
         st = token_states(base, meta, tensors, names=("ema",))
-        kept_mass(NAMM(n_up=n_up, spectral=spectral, stats=stats), meta, tensors, start, rows=1, states=st)
+        if with_stats:
+            kept_mass(NAMM(n_up=n_up, spectral=spectral, stats=stats), meta, tensors, start, rows=1, states=st)
         states.append(st)
-    return spectral, states, stats.result()
+    return states, stats.result() if with_stats else None
 
 
 def proxy(params: torch.Tensor, traces, states, n_up: int, spectral, norm) -> tuple[torch.Tensor, torch.Tensor]:
@@ -65,10 +66,13 @@ def evolve_linear(a, traces, start: dict, out: Path) -> list[dict]:
     from namm.checkpoint import load_namm
     pol0 = load_namm(start["file"])
     spectral, net = pol0.spectral, pol0.net
+    named = net.unflatten(pol0.params)
+    if pol0.scorer != "bam" or not torch.equal(net.linear(named["w_s"].reshape(-1), float(named["b_s"])), pol0.params):
+        raise SystemExit(f"--start {start['file']}: not a linear BAM NAMM (as this script writes); start from one")
     sub = traces[: a.cma_traces]
     norm = (pol0.mean, pol0.var)  # the start's normalisation stays frozen
-    spectral, states, _ = linear_states(sub, a.n_up, pol0.spectral.ema)
-    x0 = torch.cat([net.unflatten(pol0.params)["w_s"].reshape(-1), net.unflatten(pol0.params)["b_s"]]).double().numpy()
+    states, _ = linear_states(sub, a.n_up, spectral, with_stats=False)
+    x0 = torch.cat([named["w_s"].reshape(-1), named["b_s"]]).double().numpy()
     es = cma.CMAEvolutionStrategy(x0, 0.1, {"popsize": a.popsize, "seed": 1, "verbose": -9})
 
     def full(x) -> torch.Tensor:
@@ -91,7 +95,7 @@ def evolve_linear(a, traces, start: dict, out: Path) -> list[dict]:
                      info={"recipe": "linear NAMM, CMA-ES on the attention proxy (linear_namm.py --cma)",
                            "generations": a.cma, "traces": a.cma_traces, "target": a.target, "penalty": a.penalty})
     # the evolved mean on every trace (the held-back ones included), beside the grid's rows
-    spectral, states, _ = linear_states(traces, a.n_up, spectral.ema)
+    states, _ = linear_states(traces, a.n_up, spectral, with_stats=False)
     mass, frac = proxy(best[None], traces, states, a.n_up, spectral, norm)
     print(f"cma mean: proxy {100 * float(mass[0]):.2f} at {float(frac[0]):.3f} -> {path}")
     return [{"policy": "linear-namm cma", "ema": spectral.ema, "proxy": 100 * float(mass[0]),
@@ -113,7 +117,8 @@ def main() -> None:
     ap.add_argument("--budgets", default="0.3,0.35,0.4,0.45,0.5,0.6")
     ap.add_argument("--target", type=float, default=0.45)
     ap.add_argument("--cma", type=int, default=0, help="then this many CMA-ES generations over the linear weights "
-                    "(25 + bias) of the last --emas, from its saved NAMM, on the first --cma-traces traces")
+                    "(25 + bias), from --start or the grid's saved NAMM of the largest EMA, on the first "
+                    "--cma-traces traces")
     ap.add_argument("--cma-traces", type=int, default=8)
     ap.add_argument("--start", help="a linear NAMM file to start --cma from (skips the grid and the baselines)")
     ap.add_argument("--popsize", type=int, default=12)
@@ -146,7 +151,8 @@ def main() -> None:
             for c in a.c.split(",")]
     saved = {0.0: {"file": a.start}} if a.start else {}
     for ema in [] if a.start else [float(e) for e in a.emas.split(",")]:
-        spectral, states, (mean, var) = linear_states(traces, a.n_up, ema)
+        spectral = SpectralConfig(ema=ema)
+        states, (mean, var) = linear_states(traces, a.n_up, spectral)
         net = NAMM(n_up=a.n_up, spectral=spectral).net
         params = []
         for kind, r, c in grid:
@@ -199,7 +205,9 @@ def main() -> None:
               for r in rows if "budget" in r]
     lines += ["", "Best linear NAMM under the target per EMA:", ""]
     lines += [f"- ema {e}: {s['recency']} r={s['r']} c={s['c']}: proxy {s['proxy']:.2f} at {s['cache_fraction']:.3f}"
-              f" -> {s['file']}" for e, s in saved.items()]
+              f" -> {s['file']}" for e, s in saved.items() if "recency" in s]  # (not a --start file)
+    lines += [f"- {r['policy']}: proxy {r['proxy']:.2f} at {r['cache_fraction']:.3f}" for r in rows
+              if r["policy"] == "linear-namm cma"]
     write_text(out / "grid.md", "\n".join(lines) + "\n")
     print("\n".join(lines))
 

@@ -43,7 +43,11 @@ class SnapKV(MemoryPolicy):
         return (qpos >= 0) & (qpos % self.n_up >= self.n_up - self.window)  # [B, q]
 
     def observe(self, state, attn, qpos) -> None:
-        state["obs"] += torch.einsum("bhqn,bq->bhn", attn, self.rows_needed(qpos).to(attn.dtype))
+        need = self.rows_needed(qpos).to(attn.dtype)  # [B, q]
+        if attn.shape[2] == 1:  # a decode step: one row, no contraction
+            state["obs"] += attn[:, :, 0] * need[:, :, None]
+        else:
+            state["obs"] += torch.einsum("bhqn,bq->bhn", attn, need)
 
     def scores(self, view) -> torch.Tensor:
         s = neighbour_max(view.state["obs"], view.pos, view.in_view, self.kernel)

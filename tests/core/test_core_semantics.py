@@ -7,6 +7,7 @@ from transformers import AttentionInterface
 
 import namm
 from namm.policies import H2O, NAMM, FullCache, L2Norm, Recency, StreamingLLM
+from namm.scorer import BAM
 
 from ..conftest import make_tiny_llama
 
@@ -55,7 +56,9 @@ def test_chunking_does_not_change_results(tiny_llama, pol):
 def test_namm_state_is_the_same_token_by_token(tiny_llama):
     """The NAMM's spectrogram (tail, open block, EMA) and the kept slots after 140 tokens, fed at once and one
     by one (its one-query decode path): equal, not only the logits they lead to."""
-    pol = NAMM(n_up=N_UP, params=0.3 * torch.randn(4172, generator=torch.Generator().manual_seed(3)), mode="ragged")
+    dc = torch.zeros(25)
+    dc[8] = 1.0  # a threshold on the attention a token got: here the heads of a layer keep different counts
+    pol = NAMM(n_up=N_UP, params=BAM().linear(dc, -0.2), mode="ragged")
     ids = torch.randint(3, 96, (1, 140), generator=torch.Generator().manual_seed(2))
     caches = []
     with torch.no_grad(), namm.memory(tiny_llama, pol) as mem:
@@ -64,10 +67,17 @@ def test_namm_state_is_the_same_token_by_token(tiny_llama):
             for i in range(0, 140, chunk):
                 tiny_llama(input_ids=ids[:, i : i + chunk], use_cache=True, **kw)
             caches.append(mem.last_cache)
+    ragged = False
     for a, b in zip(*(c.memory_layers for c in caches)):
-        assert torch.equal(a.pos, b.pos) and 0 < int(a.valid.sum()) < 140 * a.pos.shape[1]
-        for name in ("tail", "block", "ema"):
-            assert torch.allclose(a.state[name], b.state[name], atol=1e-6), name
+        assert 0 < int(a.valid.sum()) < 140 * a.pos.shape[1]
+        counts = a.valid.sum(-1)
+        ragged |= bool((counts != counts.max()).any())
+        for h in range(a.pos.shape[1]):  # slot layouts may differ (compaction timing): compare live tokens
+            la, lb = a.valid[0, h], b.valid[0, h]
+            assert torch.equal(a.pos[0, h][la], b.pos[0, h][lb])
+            for name in ("tail", "block", "ema"):
+                assert torch.allclose(a.state[name][0, h][la], b.state[name][0, h][lb], atol=1e-6), name
+    assert ragged  # heads kept different counts somewhere: gaps in the slot layout were exercised
 
 
 class _MaskedReference:
