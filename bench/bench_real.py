@@ -77,6 +77,18 @@ def prompt_ids(length: int, vocab: int):
     return torch.tensor([[3 + b % (vocab - 3) for b in text.encode()[:length]]])
 
 
+def bench_policy(name: str, a: argparse.Namespace):
+    """The memory policy of a bench row (``full``, ``namm``, ``h2o``, ``snapkv``, ``namm25``) from the flags
+    ``--n-up``, ``--budget``, ``--namm`` and ``--namm-n-up``."""
+    from namm.checkpoint import resolve_policy
+
+    return {"full": lambda: resolve_policy("full", n_up=a.n_up),
+            "namm": lambda: resolve_policy(a.namm, n_up=a.namm_n_up),
+            "h2o": lambda: resolve_policy("h2o", n_up=a.n_up, budget=a.budget),
+            "snapkv": lambda: resolve_policy("snapkv", n_up=a.n_up, budget=a.budget),
+            "namm25": lambda: resolve_policy(a.namm, n_up=a.namm_n_up, budget=a.budget)}[name]()
+
+
 def one(a: argparse.Namespace) -> dict:
     """One (policy, context) measurement in this process."""
     import torch
@@ -84,7 +96,6 @@ def one(a: argparse.Namespace) -> dict:
 
     import namm
     from namm.adapters import adapter_for
-    from namm.checkpoint import resolve_policy
 
     dtype = getattr(torch, a.dtype)
     model, name = load(a.model, a.device, dtype)
@@ -92,13 +103,7 @@ def one(a: argparse.Namespace) -> dict:
     sync = torch.cuda.synchronize if a.device.startswith("cuda") else (lambda: None)
     with torch.no_grad():
         model(input_ids=ids[:, :64])  # warm-up: threads, allocator, kernels
-        policy = None
-        if a.one != "plain":
-            policy = {"full": lambda: resolve_policy("full", n_up=a.n_up),
-                      "namm": lambda: resolve_policy(a.namm, n_up=a.namm_n_up),
-                      "h2o": lambda: resolve_policy("h2o", n_up=a.n_up, budget=a.budget),
-                      "snapkv": lambda: resolve_policy("snapkv", n_up=a.n_up, budget=a.budget),
-                      "namm25": lambda: resolve_policy(a.namm, n_up=a.namm_n_up, budget=a.budget)}[a.one]()
+        policy = None if a.one == "plain" else bench_policy(a.one, a)
         ctx = namm.memory(model, policy) if policy is not None else None
         mem = ctx.__enter__() if ctx is not None else None
         try:

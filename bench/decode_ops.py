@@ -14,7 +14,7 @@ import argparse
 import collections
 import traceback
 
-from bench_real import load, prompt_ids
+from bench_real import bench_policy, load, prompt_ids
 
 
 def count_step(model, kw, nxt):
@@ -48,7 +48,6 @@ def main() -> None:
 
     import namm
     from namm.adapters import adapter_for
-    from namm.checkpoint import resolve_policy
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", default="smollm2-135m")
@@ -56,16 +55,13 @@ def main() -> None:
     ap.add_argument("--context", type=int, default=600)
     ap.add_argument("--budget", type=float, default=0.25)
     ap.add_argument("--n-up", type=int, default=128)
+    ap.add_argument("--namm", default="namm", help="the NAMM of the namm rows: namm (shipped) or a weights file")
+    ap.add_argument("--namm-n-up", type=int, default=None, help="its update period (default: the file's)")
     ap.add_argument("--top", type=int, default=8, help="lines of namm/ to list per policy")
     a = ap.parse_args()
     model, name = load(a.model, "cpu", torch.float32)
     layers = model.config.num_hidden_layers
     ids = prompt_ids(a.context, model.config.vocab_size)
-    make = {"full": lambda: resolve_policy("full", n_up=a.n_up),
-            "h2o": lambda: resolve_policy("h2o", n_up=a.n_up, budget=a.budget),
-            "snapkv": lambda: resolve_policy("snapkv", n_up=a.n_up, budget=a.budget),
-            "namm": lambda: resolve_policy("namm"),
-            "namm25": lambda: resolve_policy("namm", budget=a.budget)}
     print(f"{name}, {layers} layers, a decode step after {a.context} tokens")
     for spec in a.policies.split(","):
         with torch.no_grad():
@@ -74,7 +70,7 @@ def main() -> None:
                 out = model(input_ids=ids, use_cache=True, logits_to_keep=1, **kw)
                 total, lines = count_step(model, kw, out.logits[:, -1:].argmax(-1))
             else:
-                with namm.memory(model, make[spec]()) as mem:
+                with namm.memory(model, bench_policy(spec, a)) as mem:
                     kw = mem.cache_kwargs()
                     if mem.prefill_chunk:
                         mem._prefill(kw, ids, None, ids.shape[1] - 1)

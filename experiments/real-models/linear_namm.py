@@ -22,7 +22,7 @@ import torch
 from tqdm.auto import tqdm
 
 from namm import models, tasks
-from namm.checkpoint import save_namm
+from namm.checkpoint import load_namm, save_namm
 from namm.drivers.trace import record
 from namm.evaluation.text import prompt_ids
 from namm.features import RunningStats, SpectralConfig
@@ -63,7 +63,6 @@ def evolve_linear(a, traces, start: dict, out: Path) -> list[dict]:
     above ``target``), from ``start``'s weights; saves the best mean as ``namm-linear-cma.safetensors``."""
     import cma
 
-    from namm.checkpoint import load_namm
     pol0 = load_namm(start["file"])
     spectral, net = pol0.spectral, pol0.net
     named = net.unflatten(pol0.params)

@@ -25,7 +25,7 @@ import torch
 from ..selection import budget_tokens, top_k
 from ..view import View
 
-__all__ = ["MemoryPolicy", "recency_rank", "age_rank"]
+__all__ = ["MemoryPolicy", "recency_rank", "age_rank", "row_sum"]
 
 
 @dataclass(frozen=True)
@@ -92,3 +92,11 @@ def age_rank(in_view: torch.Tensor) -> torch.Tensor:
     """``[B, H, N]`` number of in-view tokens older than each slot (0 = oldest)."""
     v = in_view.long()
     return v.cumsum(-1) - v
+
+
+def row_sum(attn: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """``[B, H, N]``: the rows ``attn`` ``[B, H, q, N]`` summed with per-query weights ``weight`` ``[B, q]``
+    (e.g. 0 for padding). One row, a decode step, is a product: the einsum costs ~7 ops per layer and step."""
+    if attn.shape[2] == 1:
+        return attn[:, :, 0] * weight[:, :, None]
+    return torch.einsum("bhqn,bq->bhn", attn, weight)

@@ -8,7 +8,7 @@ from typing import ClassVar
 import torch
 
 from ..selection import budget_tokens
-from .base import MemoryPolicy, recency_rank
+from .base import MemoryPolicy, recency_rank, row_sum
 
 
 @dataclass(frozen=True)
@@ -25,11 +25,7 @@ class H2O(MemoryPolicy):
         return {"acc": ()}
 
     def observe(self, state, attn, qpos) -> None:
-        real = (qpos >= 0).to(attn.dtype)  # [B, q]
-        if attn.shape[2] == 1:  # a decode step: one row, no contraction (the einsum costs ~7 ops per layer)
-            state["acc"] += attn[:, :, 0] * real[:, :, None]
-        else:
-            state["acc"] += torch.einsum("bhqn,bq->bhn", attn, real)
+        state["acc"] += row_sum(attn, (qpos >= 0).to(attn.dtype))
 
     def scores(self, view) -> torch.Tensor:
         s = view.state["acc"].clone()

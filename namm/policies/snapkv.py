@@ -8,7 +8,7 @@ from typing import ClassVar
 import torch
 
 from ..selection import neighbour_max
-from .base import MemoryPolicy, recency_rank
+from .base import MemoryPolicy, recency_rank, row_sum
 
 
 @dataclass(frozen=True)
@@ -43,11 +43,7 @@ class SnapKV(MemoryPolicy):
         return (qpos >= 0) & (qpos % self.n_up >= self.n_up - self.window)  # [B, q]
 
     def observe(self, state, attn, qpos) -> None:
-        need = self.rows_needed(qpos).to(attn.dtype)  # [B, q]
-        if attn.shape[2] == 1:  # a decode step: one row, no contraction
-            state["obs"] += attn[:, :, 0] * need[:, :, None]
-        else:
-            state["obs"] += torch.einsum("bhqn,bq->bhn", attn, need)
+        state["obs"] += row_sum(attn, self.rows_needed(qpos).to(attn.dtype))
 
     def scores(self, view) -> torch.Tensor:
         s = neighbour_max(view.state["obs"], view.pos, view.in_view, self.kernel)
