@@ -25,7 +25,7 @@ FORMAT = "namm-testbed/weights"
 VERSION = 1
 
 __all__ = ["save_namm", "load_namm", "read_namm", "namm_from", "import_reference", "resolve_policy", "CheckpointError",
-           "SHIPPED_NAMM"]
+           "SHIPPED_NAMM", "SHIPPED_NAMMS", "shipped_namm"]
 
 
 class CheckpointError(ValueError):
@@ -146,24 +146,39 @@ def import_reference(path: str | os.PathLike, **overrides) -> NAMM:
         raise CheckpointError(f"{path}: {e}") from None
 
 
-SHIPPED_NAMM = Path(__file__).parent / "weights" / "namm.safetensors"
+_WEIGHTS = Path(__file__).parent / "weights"
+# The NAMMs that ship with the package, by the name ``--policy`` takes; ``namm`` is the default.
+SHIPPED_NAMMS = {
+    "namm": _WEIGHTS / "namm.safetensors",  # evolved on SmolLM2-135M-Instruct (a real pretrained Llama)
+    "namm-zoo": _WEIGHTS / "namm-zoo.safetensors",  # evolved on the 4M-parameter zoo LM; evicts a real LM's sinks
+}
+SHIPPED_NAMM = SHIPPED_NAMMS["namm"]
+
+
+def shipped_namm(name: str | None) -> Path | None:
+    """The packaged weights file ``name`` stands for (a key of :data:`SHIPPED_NAMMS`, or ``shipped`` = the
+    default), else ``None`` (a path, or no name)."""
+    if name == "shipped":
+        return SHIPPED_NAMM
+    return SHIPPED_NAMMS.get(name) if name else None
 
 
 def resolve_policy(spec: str, **overrides):
-    """The policy a user names on a command line: a registry name (``h2o``, ``full``, ...), ``namm`` (the
-    shipped evolved weights), or a weights file (``.safetensors``; ``.pt`` = a reference checkpoint).
+    """The policy a user names on a command line: a registry name (``h2o``, ``full``, ...), ``namm`` /
+    ``namm-zoo`` (the shipped evolved weights, :data:`SHIPPED_NAMMS`), or a weights file
+    (``.safetensors``; ``.pt`` = a reference checkpoint).
     ``None`` overrides are dropped, so callers can pass optional flags straight through."""
     from .policies import POLICIES, make_policy
 
     kw = {k: v for k, v in overrides.items() if v is not None}
     p = Path(spec)
-    if spec == "namm":
-        if not SHIPPED_NAMM.exists():
+    if spec in SHIPPED_NAMMS:
+        p = SHIPPED_NAMMS[spec]
+        if not p.exists():
             raise ValueError(
-                "no evolved NAMM weights are shipped yet (namm/weights/namm.safetensors); pass a weights file "
-                "from `namm evolve` (RUN/namm.safetensors) or a reference .pt instead of --policy namm"
+                f"no evolved NAMM weights are shipped as {spec!r} ({p}); pass a weights file "
+                f"from `namm evolve` (RUN/namm.safetensors) or a reference .pt instead of --policy {spec}"
             )
-        p = SHIPPED_NAMM
     elif spec in POLICIES:
         return make_policy(spec, **kw)
     elif p.suffix not in (".safetensors", ".pt", ".pth") and not p.exists():

@@ -28,7 +28,7 @@ import torch
 
 from . import config as _config
 from . import models, tasks
-from .checkpoint import SHIPPED_NAMM, resolve_policy
+from .checkpoint import resolve_policy, shipped_namm
 from .config import ConfigError
 from .config import require as _require
 from .evaluation.rl import rollout
@@ -50,12 +50,12 @@ TABLE_POLICIES = ("full", "window", "namm", "h2o", "l2", "streamingllm", "snapkv
 
 
 # --------------------------------------------------------------------------- config
-# The embedded evolution of `make demo`: continue from the shipped weights for 3 short generations on the
+# The embedded evolution of `make demo`: continue from the zoo-evolved NAMM for 3 short generations on the
 # language zoo (instances generated from the offline corpus with seed 0; evaluation uses seed 1000).
 DEMO_EVOLVE: dict[str, Any] = {
     "model": {"name": "zoo", "dtype": "float32", "device": "cpu", "seed": 0},
     "namm": {"scorer": "bam", "mode": "ragged", "n_up": 128},
-    "evolution": {"population": 6, "sigma0": 0.02, "init_from": "shipped", "seed": 0, "eval_mean_every": 0,
+    "evolution": {"population": 6, "sigma0": 0.02, "init_from": "namm-zoo", "seed": 0, "eval_mean_every": 0,
                   "cache_target": 0.4, "cache_penalty": 1.0, "fitness": "likelihood"},  # the shipped recipe
     "stages": [{"tasks": ["kv_retrieval"], "generations": 3}],
     "data": {"kv_retrieval": {"source": "zoo", "examples": 6, "samples": 3, "seed": 0,
@@ -67,16 +67,17 @@ DEMO_EVOLVE: dict[str, Any] = {
 @dataclass
 class EvolveStage:
     """``weights``: ``evolve`` (run ``config``, or the embedded :data:`DEMO_EVOLVE` when null, plus
-    ``overrides``), ``shipped``, or a NAMM weights file."""
+    ``overrides``), a shipped name (``shipped`` = ``namm``, ``namm-zoo``), or a NAMM weights file."""
 
     weights: str = "evolve"
     config: str | None = None
     overrides: list[str] = field(default_factory=list)
 
     def check(self, at: str) -> None:
-        if self.weights not in ("evolve", "shipped"):
+        if self.weights != "evolve" and shipped_namm(self.weights) is None:
             _require(Path(self.weights).is_file(), f"{at}.weights", self.weights,
-                     "use 'evolve', 'shipped' or an existing NAMM .safetensors / reference .pt file")
+                     "use 'evolve', a shipped name (shipped, namm, namm-zoo) or an existing NAMM .safetensors / "
+                     "reference .pt file")
         if self.weights == "evolve":
             self.evolve_config("runs/check")  # validates the evolve config + overrides before anything runs
 
@@ -212,9 +213,10 @@ def stage_weights(cfg: PipelineConfig, out: Path, resume: bool = False) -> tuple
     already in ``out/evolve`` (a finished one runs no generation and keeps its weights)."""
     ev = cfg.evolve
     if ev.weights != "evolve":
-        path = SHIPPED_NAMM if ev.weights == "shipped" else Path(ev.weights)
+        shipped = shipped_namm(ev.weights)
+        path = shipped or Path(ev.weights)
         print(f"[1/4] evolve: skipped, using {path}")
-        return path, {"source": "shipped" if ev.weights == "shipped" else "file", "path": str(path)}
+        return path, {"source": "shipped" if shipped else "file", "path": str(path)}
     print(f"[1/4] evolve: {ev.config or 'the embedded demo evolution'} {' '.join(ev.overrides)}")
     t0 = time.time()
     res = evolve(ev.evolve_config(str(out / "evolve"), [f"run.progress={str(cfg.progress).lower()}",

@@ -21,7 +21,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 def test_embedded_default_and_shipped_configs_validate():
     cfg = load_pipeline_config()
     assert cfg.evolve.weights == "evolve" and cfg.language.enabled and cfg.rl.enabled
-    assert DEMO_EVOLVE["evolution"]["init_from"] == "shipped"
+    assert DEMO_EVOLVE["evolution"]["init_from"] == "namm-zoo"  # the demo evolves on the zoo LM
     for f in sorted((ROOT / "configs").glob("pipeline_*.yaml")):
         load_pipeline_config(f)  # paper-scale ones validate offline too: nothing is loaded
 

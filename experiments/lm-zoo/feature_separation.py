@@ -22,7 +22,7 @@ from namm.policies import NAMM
 
 model, tok = models.load("zoo")
 exs = task_examples(tok, "kv_retrieval", 8, seed=0, context_tokens=1024)
-shipped = resolve_policy("namm")
+shipped = resolve_policy("namm-zoo")
 rows = []
 
 

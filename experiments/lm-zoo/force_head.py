@@ -22,7 +22,7 @@ tasks = ["kv_retrieval", "qa_f1"]
 exs = {t: task_examples(tok, t, 128, seed=500, context_tokens=2048) for t in tasks}
 for spec in specs:
     layer, head = map(int, spec.split("."))
-    res = evaluate(model, tok, KeepWhole(inner=resolve_policy("namm"), heads=((layer, head),)), tasks, 128, 500, 2048,
+    res = evaluate(model, tok, KeepWhole(inner=resolve_policy("namm-zoo"), heads=((layer, head),)), tasks, 128, 500, 2048,
                    examples=exs, progress=False)
     write_results(out / f"force_{spec}", res)
     print(spec, {t: (round(v["score"], 1), round(v["mean_cache_fraction"], 3)) for t, v in res["tasks"].items()},

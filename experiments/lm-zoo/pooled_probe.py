@@ -20,7 +20,7 @@ model, tok = models.load("zoo")
 tasks = sys.argv[1].split(",")
 n, seed = int(sys.argv[2]), int(sys.argv[3])
 exs = {t: task_examples(tok, t, n, seed=seed, context_tokens=2048) for t in tasks}
-base = resolve_policy("namm").shifted(-0.4)
+base = resolve_policy("namm-zoo").shifted(-0.4)
 for spec in sys.argv[4:]:
     kernel, delta = spec.split(":")
     pol = replace(base, pool=int(kernel)).shifted(float(delta))

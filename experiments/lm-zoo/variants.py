@@ -11,10 +11,10 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from namm.checkpoint import SHIPPED_NAMM, load_namm, save_namm
+from namm.checkpoint import SHIPPED_NAMMS, load_namm, save_namm
 
 out = Path(sys.argv[1])
-base = load_namm(SHIPPED_NAMM).shifted(-0.4)
+base = load_namm(SHIPPED_NAMMS["namm-zoo"]).shifted(-0.4)
 for name, policy in {
     "p5_-0.2": replace(base, pool=5).shifted(-0.2),
     "p5_-0.1": replace(base, pool=5).shifted(-0.1),

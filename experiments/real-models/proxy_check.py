@@ -20,7 +20,7 @@ import torch
 from tqdm.auto import tqdm
 
 from namm import models, tasks
-from namm.checkpoint import SHIPPED_NAMM, load_namm
+from namm.checkpoint import SHIPPED_NAMMS, load_namm
 from namm.drivers.text import pad_id, token_logprobs
 from namm.drivers.trace import record
 from namm.evaluation.stats import paired_interval
@@ -51,9 +51,9 @@ def main() -> None:
     ap.add_argument("--n-up", type=int, default=64)
     ap.add_argument("--budgets", default="match",
                     help="budgets of the hand-made policies, comma-separated, or 'match': the real cache fraction "
-                         "of the last --namm (of the shipped NAMM without one) on these instances")
-    ap.add_argument("--namm", nargs="*", default=[], help="NAMM weights to check beside the shipped one")
-    ap.add_argument("--no-shipped", action="store_true", help="leave the shipped (zoo-evolved) NAMM out")
+                         "of the last --namm (of the zoo-evolved NAMM without one) on these instances")
+    ap.add_argument("--namm", nargs="*", default=[], help="NAMM weights to check beside the zoo-evolved one")
+    ap.add_argument("--no-shipped", action="store_true", help="leave the zoo-evolved NAMM (namm-zoo) out")
     ap.add_argument("--baselines", default=",".join(BASELINES), help="hand-made policies, comma-separated")
     ap.add_argument("--out", required=True)
     a = ap.parse_args()
@@ -64,9 +64,10 @@ def main() -> None:
     pad = pad_id(tok)
 
     pols: dict[str, object] = {"full": FullCache(n_up=a.n_up)}
-    for path in ([] if a.no_shipped else [str(SHIPPED_NAMM)]) + a.namm:
+    zoo_namm = str(SHIPPED_NAMMS["namm-zoo"])
+    for path in ([] if a.no_shipped else [zoo_namm]) + a.namm:
         pol = load_namm(path)
-        label = "namm-shipped" if path == str(SHIPPED_NAMM) else f"namm:{Path(path).parent.name}"
+        label = "namm-zoo" if path == zoo_namm else f"namm:{Path(path).parent.name}"
         pols[label] = dataclasses.replace(pol, n_up=a.n_up)
 
     rows: list[dict] = []

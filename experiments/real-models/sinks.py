@@ -18,7 +18,7 @@ from namm.policies import PinFirst
 
 ap = argparse.ArgumentParser()
 ap.add_argument("--model", default="smollm2-135m")
-ap.add_argument("--namm", default="namm")
+ap.add_argument("--namm", default="namm-zoo")
 ap.add_argument("--sinks", type=int, default=4)
 ap.add_argument("--tasks", default="lm_continuation")
 ap.add_argument("--samples", type=int, default=64)

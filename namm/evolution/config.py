@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Literal, Sequence
 
 from namm import config as _config
+from namm.checkpoint import shipped_namm
 from namm.config import ConfigError
 from namm.config import require as _require
 
@@ -99,7 +100,9 @@ class EvolutionConfig:
     # initial value of the scorer's output bias (the last parameter; null: mean0): > 0 starts from a NAMM that keeps
     # (almost) everything, so evolution learns what to drop instead of searching for what to keep
     keep_bias0: float | None = None
-    init_from: str | None = None  # NAMM weights (.safetensors, or "shipped") to start the mean from, instead of mean0
+    # NAMM weights to start the mean from instead of mean0: a .safetensors file or a shipped name
+    # ("namm", "namm-zoo"; "shipped" = "namm")
+    init_from: str | None = None
     active: bool = True  # active CMA: negative weights for the worst members
     seed: int = 0
     generations: int | None = None
@@ -129,9 +132,9 @@ class EvolutionConfig:
             _require(0.0 < self.cache_target <= 1.0, f"{at}.cache_target", self.cache_target,
                      "use a mean cache fraction in (0, 1], or null for no target")
         _require(self.cache_penalty >= 0, f"{at}.cache_penalty", self.cache_penalty, "use a non-negative penalty")
-        if self.init_from not in (None, "shipped"):
+        if self.init_from is not None and shipped_namm(self.init_from) is None:
             _require(Path(self.init_from).is_file(), f"{at}.init_from", self.init_from,
-                     "give an existing NAMM .safetensors file, 'shipped' (the packaged weights) or null")
+                     "give an existing NAMM .safetensors file, a shipped name (namm, namm-zoo) or null")
 
 
 @dataclass

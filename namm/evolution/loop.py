@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from namm.checkpoint import SHIPPED_NAMM, load_namm, save_namm
+from namm.checkpoint import load_namm, save_namm, shipped_namm
 from namm.features import RunningStats, SpectralConfig
 from namm.io import atomic_write, write_csv, write_jsonl, write_text
 from namm.plots import fitness_curve
@@ -247,7 +247,7 @@ class Evolution:
         ev = self.cfg.evolution
         if ev.init_from is None:
             return None
-        pol = load_namm(SHIPPED_NAMM if ev.init_from == "shipped" else Path(ev.init_from))
+        pol = load_namm(shipped_namm(ev.init_from) or Path(ev.init_from))
         if pol.params.numel() != self.num_params:
             raise ValueError(f"evolution.init_from={ev.init_from}: {pol.params.numel()} parameters, but namm "
                              f"({self.cfg.namm.scorer}, hidden {self.cfg.namm.hidden}) has {self.num_params}; "
