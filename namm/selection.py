@@ -51,9 +51,13 @@ def top_k(
     scores: torch.Tensor, in_view: torch.Tensor, newest: torch.Tensor, k: torch.Tensor
 ) -> torch.Tensor:
     """Keep the ``k`` highest-scoring tokens in view per head (``k`` ``[B]`` or ``[B, H]``), newest included."""
-    s = _protect(scores, in_view, newest)
-    k = k if k.dim() == 2 else k[:, None].expand(s.shape[:2])
-    return _keep_top(s, in_view, torch.minimum(k.clamp_min(1), in_view.sum(-1)))
+    k = k if k.dim() == 2 else k[:, None].expand(scores.shape[:2])
+    k = torch.minimum(k.clamp_min(1), in_view.sum(-1))
+    # the newest token is kept outside the ranking, not as a +inf score: a policy's own +inf (StreamingLLM's
+    # sinks) would tie with it, and the stable sort ranks older slots first, dropping it when they fill k
+    new = newest & in_view
+    rest = in_view & ~new
+    return _keep_top(scores.float().masked_fill(~rest, float("-inf")), rest, k - new.sum(-1))
 
 
 def _keep_top(s: torch.Tensor, in_view: torch.Tensor, k: torch.Tensor) -> torch.Tensor:

@@ -128,6 +128,11 @@ def test_top_k_and_budget_forms():
     newest = torch.tensor([[[False, False, False, True]]])
     keep = top_k(s, in_view, newest, torch.tensor([2]))
     assert keep.tolist() == [[[True, False, False, True]]]  # newest always, then the best
+    sinks = torch.tensor([[[float("inf")] * 4 + [0.0] * 4]])  # a policy's own +inf (sinks) fills the budget
+    newest = torch.zeros_like(sinks, dtype=torch.bool)
+    newest[..., -1] = True
+    keep = top_k(sinks, torch.ones_like(newest), newest, torch.tensor([4]))
+    assert keep.tolist() == [[[True, True, True, False, False, False, False, True]]]  # still the newest
     seen = torch.tensor([100, 7])
     assert budget_tokens(0.25, seen).tolist() == [25, 1]
     assert budget_tokens(40, seen).tolist() == [40, 40]
