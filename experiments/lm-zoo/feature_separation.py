@@ -6,7 +6,7 @@ Records the 25 NAMM features (age embedding + normalised attention spectrogram) 
 every update (evolution instances: seed 0, 8 kv_retrieval prompts of 1k tokens, n_up 128, full cache),
 then fits, on 3/4 of the tokens, a linear and a 32-unit MLP classifier (class-balanced) for "token sits in
 layer 3" and for each (layer, KV head); reports true-positive and true-negative rates on the other 1/4.
-The normalisation is the shipped NAMM's (results/lm-zoo-2026-11-26/feature_separation.json was measured
+The normalisation is namm-zoo's (results/lm-zoo-2026-11-26/feature_separation.json was measured
 with the first zoo NAMM's, in git history). A per-token probe only: the BAM also pools over a head's tokens.
 """
 import json

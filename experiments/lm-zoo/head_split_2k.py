@@ -1,5 +1,5 @@
 """Head-level probes at 2k tokens, validation seed 500, 16 instances of kv_retrieval and qa_f1 (~30 s per
-probe): the whole cache in some heads, and recency at a budget (or the shipped NAMM) in the rest.
+probe): the whole cache in some heads, and recency at a budget (or the zoo-evolved NAMM, namm-zoo) in the rest.
 Findings: results/lm-zoo-heldout64-2026-11-26/head_split_2k.json (full cache on the same instances:
 kv 81.2, qa 99.5).
 
@@ -18,7 +18,7 @@ from namm.policies import Recency
 model, tok = models.load("zoo")
 tasks = ("kv_retrieval", "qa_f1")
 exs = {t: task_examples(tok, t, 16, seed=500, context_tokens=2048) for t in tasks}
-namm = resolve_policy("namm-zoo").shifted(-0.4)  # the generation-75 weights the probes used (shipped = +0.4)
+namm = resolve_policy("namm-zoo").shifted(-0.4)  # the generation-75 weights the probes used (namm-zoo = +0.4)
 probes = {
     "rec0.33+L3full": KeepWhole(inner=Recency(n_up=128, budget=0.33), heads=((3, 0), (3, 1))),
     "rec0.4+3.0full": KeepWhole(inner=Recency(n_up=128, budget=0.4), heads=((3, 0),)),

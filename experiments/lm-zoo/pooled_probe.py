@@ -6,7 +6,7 @@ results/lm-zoo-heldout64-2026-11-26/pooled_probe.json.
     python experiments/lm-zoo/pooled_probe.py TASKS N SEED KERNEL:DELTA ...   # one JSON line per KERNEL:DELTA
     python experiments/lm-zoo/pooled_probe.py kv_retrieval,qa_f1 32 500 1:0.4 3:0.0 5:-0.2 3:0.2   # ~7 min
 
-DELTA shifts the generation-75 weights (1:0.4 = the shipped NAMM).
+DELTA shifts the generation-75 weights (1:0.4 = namm-zoo, the zoo-evolved NAMM).
 """
 import json
 import sys

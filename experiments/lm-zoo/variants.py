@@ -1,4 +1,4 @@
-"""Write the NAMM variants the 128-instance validation compares (from the shipped weights, unshifted to
+"""Write the NAMM variants the 128-instance validation compares (from the zoo-evolved weights, namm-zoo, unshifted to
 generation 75 first):
 
     python experiments/lm-zoo/variants.py OUT_DIR

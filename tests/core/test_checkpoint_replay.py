@@ -185,15 +185,14 @@ def test_resolve_policy_names_files_and_shipped_weights(tmp_path, monkeypatch):
     assert ck.resolve_policy("h2o", n_up=64, budget=0.3, mode=None).budget == 0.3
     save_namm(tmp_path / "w.safetensors", NAMM(params=torch.ones(4172)))
     assert torch.equal(ck.resolve_policy(str(tmp_path / "w.safetensors"), n_up=48).params, torch.ones(4172))
+    for name, path in ck.SHIPPED_NAMMS.items():  # every shipped name resolves to weights that load
+        assert path.is_file() and ck.resolve_policy(name).net.num_params == 4172, name
     monkeypatch.setitem(ck.SHIPPED_NAMMS, "namm", tmp_path / "missing.safetensors")
     with pytest.raises(ValueError, match="no evolved NAMM weights are shipped as 'namm'"):
         ck.resolve_policy("namm")
     monkeypatch.setitem(ck.SHIPPED_NAMMS, "namm", tmp_path / "w.safetensors")
     assert ck.resolve_policy("namm", n_up=256).n_up == 256
     assert ck.shipped_namm("shipped") == ck.SHIPPED_NAMM and ck.shipped_namm("runs/x.safetensors") is None
-    for name, path in ck.SHIPPED_NAMMS.items():  # every shipped name resolves to weights that load
-        if name != "namm":
-            assert path.is_file() and ck.resolve_policy(name).net.num_params == 4172, name
     with pytest.raises(ValueError, match="unknown policy"):
         ck.resolve_policy("nope")
 
