@@ -252,6 +252,9 @@ class Evolution:
             raise ValueError(f"evolution.init_from={ev.init_from}: {pol.params.numel()} parameters, but namm "
                              f"({self.cfg.namm.scorer}, hidden {self.cfg.namm.hidden}) has {self.num_params}; "
                              "match the namm section to the file's scorer")
+        if pol.spectral != self.spectral:  # its weights and statistics were made for those features
+            raise ValueError(f"evolution.init_from={ev.init_from}: its spectrogram is {pol.spectral}, the namm section's "
+                             f"is {self.spectral}; set namm.n_fft / hop / ema to the file's")
         return pol
 
     def initial_mean(self) -> np.ndarray:

@@ -335,6 +335,8 @@ def test_warm_start_from_a_weights_file(runs, tmp_path, model):
         assert json.loads(f.metadata()["info"])["init_from"] == str(src)
     with pytest.raises(Exception, match="init_from"):
         cfg_for(tmp_path / "x", f"evolution.init_from={tmp_path / 'missing.safetensors'}")
+    with pytest.raises(ValueError, match="namm.n_fft / hop / ema"):  # features other than the file's
+        Evolution(cfg_for(tmp_path / "z", f"evolution.init_from={src}", "namm.ema=0.999"), model=model).new_optimizer()
     with pytest.raises(ValueError, match="588|4172"):  # hidden 4 here vs the full-size shipped BAM
         Evolution(cfg_for(tmp_path / "y", "evolution.init_from=shipped"), model=model).new_optimizer()
 
