@@ -171,7 +171,7 @@ def main() -> None:
             row = {"policy": f"linear-namm ema {ema}", "ema": ema, "recency": kind, "r": r, "c": c,
                    "proxy": 100 * float(mass[j]), "cache_fraction": float(frac[j])}
             rows.append(row)
-            if row["cache_fraction"] <= a.target + 1e-3 and (best is None or row["proxy"] > best[1]["proxy"]):
+            if row["cache_fraction"] <= a.target and (best is None or row["proxy"] > best[1]["proxy"]):
                 best = (j, row)
         if best is not None:
             j, row = best
