@@ -66,7 +66,7 @@ def evolve_linear(a, traces, start: dict, out: Path) -> list[dict]:
     import cma
 
     pol0 = load_namm(start["file"])
-    spectral, net = pol0.spectral, pol0.net
+    spectral, net, cap = pol0.spectral, pol0.net, pol0.budget  # a ranked start stays ranked under its cap
     named = net.unflatten(pol0.params)
     if pol0.scorer != "bam" or not torch.equal(net.linear(named["w_s"].reshape(-1), float(named["b_s"])), pol0.params):
         raise SystemExit(f"--start {start['file']}: not a linear BAM NAMM (as this script writes); start from one")
@@ -83,7 +83,7 @@ def evolve_linear(a, traces, start: dict, out: Path) -> list[dict]:
     log = []
     for g in tqdm(range(a.cma), desc="cma"):
         xs = es.ask()
-        mass, frac = proxy(torch.stack([full(x) for x in xs]), sub, states, a.n_up, spectral, norm)
+        mass, frac = proxy(torch.stack([full(x) for x in xs]), sub, states, a.n_up, spectral, norm, cap)
         fit = 100 * mass - a.penalty * (frac - a.target).clamp_min(0)
         es.tell(xs, (-fit).tolist())
         j = int(fit.argmax())
@@ -92,12 +92,13 @@ def evolve_linear(a, traces, start: dict, out: Path) -> list[dict]:
     write_csv(out / "cma.csv", log, list(log[0]))
     best = full(es.mean)
     path = save_namm(out / "namm-linear-cma.safetensors",
-                     NAMM(params=best, mean=norm[0], var=norm[1], n_up=a.n_up, spectral=spectral, mode="ragged"),
+                     NAMM(params=best, mean=norm[0], var=norm[1], n_up=a.n_up, spectral=spectral, mode="ragged",
+                          budget=cap),
                      info={"recipe": "linear NAMM, CMA-ES on the attention proxy (linear_namm.py --cma)",
                            "generations": a.cma, "traces": a.cma_traces, "target": a.target, "penalty": a.penalty})
     # the evolved mean on every trace (the held-back ones included), beside the grid's rows
     states, _ = linear_states(traces, a.n_up, spectral, with_stats=False)
-    mass, frac = proxy(best[None], traces, states, a.n_up, spectral, norm)
+    mass, frac = proxy(best[None], traces, states, a.n_up, spectral, norm, cap)
     print(f"cma mean: proxy {100 * float(mass[0]):.2f} at {float(frac[0]):.3f} -> {path}")
     return [{"policy": "linear-namm cma", "ema": spectral.ema, "proxy": 100 * float(mass[0]),
              "cache_fraction": float(frac[0])}]

@@ -40,6 +40,27 @@ def test_linear_params_make_the_scorer_linear(scorer):
     assert torch.isinf(s[~mask]).all()
 
 
+def test_bam_with_a_zero_output_projection_skips_its_attention_exactly():
+    """A zero ``w_o``/``b_o`` makes BAM's attention path vanish whatever ``w_qkv`` holds; the shortcut that
+    then skips the attention gives the same scores, bit for bit, as running it; per-row params take the
+    shortcut only when every row's projection is zero."""
+    x, mask, pos, g = _inputs()
+    mask[1, 2, -4:] = False
+    bam = BAM()
+    params = 0.2 * torch.randn(4172, generator=g)
+    named = bam.unflatten(params.clone())
+    named["w_o"].zero_()
+    named["b_o"].zero_()
+    flat = bam.flatten(named)
+    s = bam(x, mask, pos, flat)
+    ref = ((x @ named["w_s"]).squeeze(-1) + named["b_s"]).masked_fill(~mask, float("-inf"))
+    assert torch.equal(s, ref)
+    rows = torch.stack([flat, params])  # one row linear, one not: both still right
+    both = bam(x, mask, pos, rows)
+    assert torch.allclose(both[0], s[0], atol=1e-6)
+    assert torch.allclose(both[1], bam(x, mask, pos, params)[1], atol=1e-6)
+
+
 def test_bam_is_backward_only():
     """A token's score depends on itself and newer tokens only."""
     x, mask, pos, g = _inputs()
