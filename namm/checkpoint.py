@@ -151,6 +151,8 @@ _WEIGHTS = Path(__file__).parent / "weights"
 SHIPPED_NAMMS = {
     "namm": _WEIGHTS / "namm.safetensors",  # evolved on SmolLM2-135M-Instruct (a real pretrained Llama)
     "namm-zoo": _WEIGHTS / "namm-zoo.safetensors",  # evolved on the 4M-parameter zoo LM; evicts a real LM's sinks
+    # a linear ranking NAMM (top quarter per head) selected on SmolLM2: level with H2O at 0.25, 1.0x prefill
+    "namm-linear": _WEIGHTS / "namm-linear.safetensors",
 }
 SHIPPED_NAMM = SHIPPED_NAMMS["namm"]
 

@@ -76,8 +76,8 @@ class EvolveStage:
     def check(self, at: str) -> None:
         if self.weights != "evolve" and shipped_namm(self.weights) is None:
             _require(Path(self.weights).is_file(), f"{at}.weights", self.weights,
-                     "use 'evolve', a shipped name (shipped, namm, namm-zoo) or an existing NAMM .safetensors / "
-                     "reference .pt file")
+                     "use 'evolve', a shipped name (shipped, namm, namm-zoo, namm-linear) or an existing NAMM "
+                     ".safetensors / reference .pt file")
         if self.weights == "evolve":
             self.evolve_config("runs/check")  # validates the evolve config + overrides before anything runs
 

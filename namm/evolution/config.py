@@ -134,7 +134,7 @@ class EvolutionConfig:
         _require(self.cache_penalty >= 0, f"{at}.cache_penalty", self.cache_penalty, "use a non-negative penalty")
         if self.init_from is not None and shipped_namm(self.init_from) is None:
             _require(Path(self.init_from).is_file(), f"{at}.init_from", self.init_from,
-                     "give an existing NAMM .safetensors file, a shipped name (namm, namm-zoo) or null")
+                     "give an existing NAMM .safetensors file, a shipped name (namm, namm-zoo, namm-linear) or null")
 
 
 @dataclass
