@@ -28,7 +28,7 @@ import torch
 
 from . import config as _config
 from . import models, tasks
-from .checkpoint import resolve_policy, shipped_namm
+from .checkpoint import SHIPPED_NAMMS, resolve_policy, shipped_namm
 from .config import ConfigError
 from .config import require as _require
 from .evaluation.rl import rollout
@@ -76,7 +76,7 @@ class EvolveStage:
     def check(self, at: str) -> None:
         if self.weights != "evolve" and shipped_namm(self.weights) is None:
             _require(Path(self.weights).is_file(), f"{at}.weights", self.weights,
-                     "use 'evolve', a shipped name (shipped, namm, namm-zoo, namm-linear) or an existing NAMM "
+                     f"use 'evolve', a shipped name (shipped, {', '.join(SHIPPED_NAMMS)}) or an existing NAMM "
                      ".safetensors / reference .pt file")
         if self.weights == "evolve":
             self.evolve_config("runs/check")  # validates the evolve config + overrides before anything runs

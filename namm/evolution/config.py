@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Literal, Sequence
 
 from namm import config as _config
-from namm.checkpoint import shipped_namm
+from namm.checkpoint import SHIPPED_NAMMS, shipped_namm
 from namm.config import ConfigError
 from namm.config import require as _require
 
@@ -134,7 +134,7 @@ class EvolutionConfig:
         _require(self.cache_penalty >= 0, f"{at}.cache_penalty", self.cache_penalty, "use a non-negative penalty")
         if self.init_from is not None and shipped_namm(self.init_from) is None:
             _require(Path(self.init_from).is_file(), f"{at}.init_from", self.init_from,
-                     "give an existing NAMM .safetensors file, a shipped name (namm, namm-zoo, namm-linear) or null")
+                     f"give an existing NAMM .safetensors file, a shipped name ({', '.join(SHIPPED_NAMMS)}) or null")
 
 
 @dataclass
