@@ -149,10 +149,13 @@ def import_reference(path: str | os.PathLike, **overrides) -> NAMM:
 _WEIGHTS = Path(__file__).parent / "weights"
 # The NAMMs that ship with the package, by the name ``--policy`` takes; ``namm`` is the default.
 SHIPPED_NAMMS = {
-    "namm": _WEIGHTS / "namm.safetensors",  # evolved on SmolLM2-135M-Instruct (a real pretrained Llama)
+    # the default since 2026-12-03: a linear ranking NAMM (top quarter per head) selected on SmolLM2-135M-Instruct;
+    # level with H2O at 0.25 on held-out files, and its zero output projection skips BAM's attention (1.0x prefill)
+    "namm": _WEIGHTS / "namm.safetensors",
+    "namm-linear": _WEIGHTS / "namm.safetensors",  # the same file, under the name it shipped as first
+    # the CMA-ES mean of the two-stage threshold evolution on SmolLM2 (the default on 2026-12-02)
+    "namm-threshold": _WEIGHTS / "namm-threshold.safetensors",
     "namm-zoo": _WEIGHTS / "namm-zoo.safetensors",  # evolved on the 4M-parameter zoo LM; evicts a real LM's sinks
-    # a linear ranking NAMM (top quarter per head) selected on SmolLM2: level with H2O at 0.25, 1.0x prefill
-    "namm-linear": _WEIGHTS / "namm-linear.safetensors",
 }
 SHIPPED_NAMM = SHIPPED_NAMMS["namm"]
 

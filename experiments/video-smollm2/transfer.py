@@ -2,7 +2,7 @@
 that NAMM's measured cache fraction, on the same held-out questions (paired).
 
     python experiments/video-smollm2/transfer.py --model zoo --frames 32 --samples 40 \\
-        --namm zoo=namm,smollm2=runs/evolve-smollm2/namm.safetensors --out results/video-smollm2-transfer
+        --namm zoo=namm-zoo,smollm2=runs/evolve-smollm2/namm.safetensors --out results/video-smollm2-transfer
 
 Writes to ``--out``: ``README.md`` (the table and the command) and ``table.csv``: accuracy overall, by
 kind and by evidence position, the share of answers that name any option, cache fraction, video and text
@@ -41,7 +41,7 @@ def main() -> None:
     ap.add_argument("--samples", type=int, default=40, help="held-out questions per kind")
     ap.add_argument("--seed", type=int, default=1000)
     ap.add_argument("--n-up", type=int, default=VIDEO_N_UP)
-    ap.add_argument("--namm", default="zoo=namm", help="NAME=WEIGHTS pairs, comma-separated (namm = the shipped one)")
+    ap.add_argument("--namm", default="default=namm", help="NAME=WEIGHTS pairs, comma-separated (a shipped name or a file)")
     ap.add_argument("--baselines", default=BASELINES)
     ap.add_argument("--pool", type=int, default=None, help="the NAMMs' score pooling window (namm.pool; default theirs)")
     ap.add_argument("--batch-size", type=int, default=8)

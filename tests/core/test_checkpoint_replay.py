@@ -197,6 +197,19 @@ def test_resolve_policy_names_files_and_shipped_weights(tmp_path, monkeypatch):
         ck.resolve_policy("nope")
 
 
+def test_the_default_namm_is_the_linear_ranked_one():
+    """The default keeps its top quarter per head and has a zero BAM output projection, so its scorer is linear
+    and skips BAM's attention (what makes its prefill cost ~1.1x plain HF, bench/RESULTS.md 2026-12-03)."""
+    import namm.checkpoint as ck
+
+    pol = ck.resolve_policy("namm")
+    p = pol.net.unflatten(pol.params)
+    assert pol.budget == 0.25 and pol.spectral.ema == 0.9999
+    assert not p["w_o"].any() and not p["b_o"].any()
+    assert ck.SHIPPED_NAMMS["namm-linear"] == ck.SHIPPED_NAMM  # the name it first shipped under
+    assert not torch.equal(ck.resolve_policy("namm-threshold").params, pol.params)
+
+
 def test_budget_is_saved_with_the_weights_and_can_be_overridden(tmp_path):
     """A NAMM evolved under a memory cap keeps it: `--policy namm` applies it, --budget overrides it."""
     params = torch.randn(4172, generator=torch.Generator().manual_seed(3))
