@@ -7,9 +7,9 @@
     python bench/bench_real.py --model llama3-8b-shape --device cuda --dtype bfloat16 --contexts 8192 16384 32768
 
 Policies: ``plain`` (HF's own SDPA attention and DynamicCache), ``full`` (the full cache through the
-memory attention), ``namm`` (the shipped NAMM, its own threshold; ``--namm FILE`` and ``--namm-n-up N`` for
+memory attention), ``namm`` (the shipped NAMM, its own cap or threshold; ``--namm FILE`` and ``--namm-n-up N`` for
 another NAMM or update period), and at ``--budget`` (default 25% of tokens seen): ``h2o``, ``snapkv``,
-``namm25`` (the NAMM capped). Each (policy, context) runs in its own
+``namm25`` (the NAMM capped at ``--budget``). Each (policy, context) runs in its own
 process, so peak RSS is that run's alone; prompts are real text (the Python standard library). Prefill
 is the prompt's forward pass (chunked per ``n_up`` for policies that evict, updates included); decode is
 ``--decode`` greedy tokens, one at a time. Ratios are to ``plain`` at the same context, in the same run.

@@ -67,7 +67,8 @@ DEMO_EVOLVE: dict[str, Any] = {
 @dataclass
 class EvolveStage:
     """``weights``: ``evolve`` (run ``config``, or the embedded :data:`DEMO_EVOLVE` when null, plus
-    ``overrides``), a shipped name (``shipped`` = ``namm``, ``namm-zoo``), or a NAMM weights file."""
+    ``overrides``), a shipped name (``shipped`` = ``namm``, or a key of
+    :data:`~namm.checkpoint.SHIPPED_NAMMS`), or a NAMM weights file."""
 
     weights: str = "evolve"
     config: str | None = None

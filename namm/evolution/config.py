@@ -101,7 +101,7 @@ class EvolutionConfig:
     # (almost) everything, so evolution learns what to drop instead of searching for what to keep
     keep_bias0: float | None = None
     # NAMM weights to start the mean from instead of mean0: a .safetensors file or a shipped name
-    # ("namm", "namm-threshold", "namm-zoo"; "shipped" = "namm")
+    # (a key of namm.checkpoint.SHIPPED_NAMMS; "shipped" = "namm")
     init_from: str | None = None
     active: bool = True  # active CMA: negative weights for the worst members
     seed: int = 0
