@@ -32,6 +32,7 @@ from namm.features import age_embedding, normalise
 from namm.io import write_csv, write_json, write_text
 from namm.policies import NAMM, make_policy
 from namm.replay import kept_mass, scored_rows, token_states
+from namm.scorer import MLP
 
 
 def traces_for(model, tok, task_id: str, n: int, seed: int, context_tokens: int, n_up: int) -> list:
@@ -76,7 +77,7 @@ def groups(trace, base: NAMM) -> list[tuple[torch.Tensor, torch.Tensor]]:
 def fit(data: list, hidden: int, steps: int, lr: float, seed: int) -> tuple[torch.nn.Module, list[dict]]:
     """Listwise fit of ``25 -> hidden -> 1`` (ReLU) over ``data`` groups; returns the net and a loss log."""
     torch.manual_seed(seed)
-    net = torch.nn.Sequential(torch.nn.Linear(25, hidden), torch.nn.ReLU(), torch.nn.Linear(hidden, 1))
+    net = torch.nn.Sequential(torch.nn.Linear(data[0][0].shape[-1], hidden), torch.nn.ReLU(), torch.nn.Linear(hidden, 1))
     opt = torch.optim.Adam(net.parameters(), lr)
     log = []
     g = torch.Generator().manual_seed(seed)
@@ -91,7 +92,7 @@ def fit(data: list, hidden: int, steps: int, lr: float, seed: int) -> tuple[torc
         loss.backward()
         opt.step()
         if step % 50 == 0 or step == steps - 1:
-            log.append({"step": step, "loss": float(loss)})
+            log.append({"step": step, "loss": loss.item()})
     return net, log
 
 
@@ -101,22 +102,25 @@ def to_namm(net: torch.nn.Module, base: NAMM, cap: float, data: list) -> NAMM:
     lo = min(float(net(f.float()).min()) for f, _ in data[:: max(1, len(data) // 200)])
     named = {"w_1": net[0].weight.detach().T.contiguous(), "b_1": net[0].bias.detach(),
              "w_2": net[2].weight.detach().T.contiguous(), "b_2": net[2].bias.detach() + max(0.0, 1.0 - lo) + 9.0}
-    probe = NAMM(scorer="mlp", hidden=net[0].out_features, n_up=base.n_up, spectral=base.spectral)
-    return NAMM(params=probe.net.flatten(named), mean=base.mean, var=base.var, scorer="mlp",
+    scorer = MLP(feature_dim=net[0].in_features, hidden=net[0].out_features)
+    return NAMM(params=scorer.flatten(named), mean=base.mean, var=base.var, scorer="mlp",
                 hidden=net[0].out_features, n_up=base.n_up, spectral=base.spectral, mode="ragged", budget=cap)
 
 
 def proxy_rows(policies: dict, traces: dict, n_up: int) -> list[dict]:
-    """Kept attention x100 and cache fraction of each policy on each task's traces (the NAMMs share one
-    state pass per trace)."""
+    """Kept attention x100 and cache fraction of each policy on each task's traces (NAMMs with the same
+    spectral settings share one state pass per trace)."""
     rows = []
     for task_id, trs in traces.items():
+        states: dict = {}  # (trace, spectral) -> token_states
         for name, pol in policies.items():
             m, f = [], []
-            for meta, tensors, start in trs:
+            for i, (meta, tensors, start) in enumerate(trs):
                 if isinstance(pol, NAMM):
-                    st = token_states(NAMM(n_up=n_up, spectral=pol.spectral, mode="ragged"), meta, tensors, names=("ema",))
-                    r = kept_mass(pol, meta, scored_rows(meta, tensors, start), start, states=st)
+                    if (i, pol.spectral) not in states:
+                        base = NAMM(n_up=n_up, spectral=pol.spectral, mode="ragged")
+                        states[i, pol.spectral] = token_states(base, meta, tensors, names=("ema",))
+                    r = kept_mass(pol, meta, scored_rows(meta, tensors, start), start, states=states[i, pol.spectral])
                 else:
                     r = kept_mass(pol, meta, tensors, start)
                 m.append(float(r[0][0]))

@@ -2,7 +2,7 @@
 that NAMM's measured cache fraction, on the same held-out questions (paired).
 
     python experiments/video-smollm2/transfer.py --model zoo --frames 32 --samples 40 \\
-        --namm zoo=namm-zoo,smollm2=runs/evolve-smollm2/namm.safetensors --out results/video-smollm2-transfer
+        --namm zoo=namm-zoo,threshold=namm-threshold,default=namm --out results/video-smollm2-transfer
 
 Writes to ``--out``: ``README.md`` (the table and the command) and ``table.csv``: accuracy overall, by
 kind and by evidence position, the share of answers that name any option, cache fraction, video and text
