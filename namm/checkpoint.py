@@ -20,12 +20,13 @@ from safetensors.torch import load_file, save_file
 from .features import SpectralConfig
 from .io import atomic_write
 from .policies.namm import NAMM
+from .policies.wrappers import KeepWhole
 
 FORMAT = "namm-testbed/weights"
 VERSION = 1
 
 __all__ = ["save_namm", "load_namm", "read_namm", "namm_from", "import_reference", "resolve_policy", "CheckpointError",
-           "SHIPPED_NAMM", "SHIPPED_NAMMS", "shipped_namm"]
+           "SHIPPED_NAMM", "SHIPPED_NAMMS", "shipped_namm", "SHIPPED_HEADS", "read_heads", "keep_heads_whole"]
 
 
 class CheckpointError(ValueError):
@@ -190,3 +191,33 @@ def resolve_policy(spec: str, **overrides):
     elif p.suffix not in (".safetensors", ".pt", ".pth") and not p.exists():
         raise ValueError(f"unknown policy {spec!r}: use one of {sorted(POLICIES)} or a weights file")
     return import_reference(p, **kw) if p.suffix in (".pt", ".pth") else load_namm(p, **kw)
+
+
+# Retrieval-head rankings per real model (experiments/real-models/retrieval_heads.py: the attention an answer's
+# queries put on the evidence, full cache, train-split ruler_niah_multikey + ruler_vt; no held-out family)
+SHIPPED_HEADS = {m: _WEIGHTS / f"heads-{m}.json" for m in ("smollm2-135m", "gemma3-270m")}
+
+
+def read_heads(source: str | os.PathLike) -> list[tuple[int, int]]:
+    """Every (layer, KV head) of a ranking, best first. ``source``: a model name of :data:`SHIPPED_HEADS` or a
+    ``heads.json`` (``{"heads": [{"layer", "head", "score"}, ...]}``)."""
+    path = SHIPPED_HEADS.get(str(source), Path(source))
+    if not path.is_file():
+        raise ValueError(f"no head ranking for {str(source)!r}: shipped for {sorted(SHIPPED_HEADS)}; make one with `python "
+                         "experiments/real-models/retrieval_heads.py --model NAME --out RUN` and pass RUN/heads.json")
+    try:
+        rows = json.loads(path.read_text())["heads"]
+        return [(int(r["layer"]), int(r["head"])) for r in rows]
+    except (ValueError, KeyError, TypeError) as e:
+        raise ValueError(f"{path}: not a head ranking ({e}); expected "
+                         '{"heads": [{"layer": L, "head": H}, ...]}') from None
+
+
+def keep_heads_whole(policy, source: str | os.PathLike, fraction: float) -> KeepWhole:
+    """``policy`` with the best ``fraction`` of a ranking's (layer, KV head)s keeping every token (rounded to
+    the nearest head, at least one): ``keep_heads_whole(resolve_policy("namm"), "smollm2-135m", 0.3)``."""
+    if not 0 < fraction <= 1:
+        raise ValueError(f"whole-head fraction must be in (0, 1], got {fraction}")
+    heads = read_heads(source)
+    k = max(1, round(fraction * len(heads)))
+    return KeepWhole(inner=policy, heads=tuple(heads[:k]))

@@ -9,11 +9,10 @@ cache above 0.5. Findings: results/lm-zoo-val128-2026-11-26/README.md.
 import sys
 from pathlib import Path
 
-from probes import KeepWhole
-
 from namm import models
 from namm.checkpoint import resolve_policy
 from namm.evaluation.text import evaluate, task_examples, write_results
+from namm.policies import KeepWhole
 
 out = Path(sys.argv[1])
 specs = sys.argv[2:] or ["0.0", "0.1", "1.0", "2.1", "3.1"]

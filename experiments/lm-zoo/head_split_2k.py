@@ -8,12 +8,10 @@ kv 81.2, qa 99.5).
 import json
 import sys
 
-from probes import KeepWhole
-
 from namm import models
 from namm.checkpoint import resolve_policy
 from namm.evaluation.text import score_task, task_examples
-from namm.policies import Recency
+from namm.policies import KeepWhole, Recency
 
 model, tok = models.load("zoo")
 tasks = ("kv_retrieval", "qa_f1")

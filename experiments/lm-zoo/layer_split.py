@@ -9,11 +9,9 @@ import json
 import sys
 from pathlib import Path
 
-from probes import KeepWhole
-
 from namm import models
 from namm.evaluation.text import score_task, task_examples
-from namm.policies import Recency
+from namm.policies import KeepWhole, Recency
 
 model, tok = models.load("zoo")
 tasks = ("kv_retrieval", "qa_f1")

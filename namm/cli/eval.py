@@ -11,14 +11,13 @@ def run_eval(a: argparse.Namespace) -> None:
     import torch
 
     from namm import models, tasks
-    from namm.checkpoint import resolve_policy
     from namm.evaluation.text import check_context, evaluate, task_examples, write_results
     from namm.io import write_csv
     from namm.plots import score_vs_cache
     from namm.selection import parse_budget
 
     names = tasks.expand(a.tasks or "zoo")  # unknown ids are refused before any model loads
-    policies = [resolve_policy(n, n_up=a.n_up, budget=parse_budget(a.budget) if n != "full" else None)
+    policies = [with_whole_heads(a, n, n_up=a.n_up, budget=parse_budget(a.budget) if n != "full" else None)
                 for n in a.policy.split(",")]
     warn_keeps_everything(policies)
     model, tok = models.load(a.model, "lm", device=a.device, dtype=getattr(torch, a.dtype))
@@ -38,6 +37,23 @@ def run_eval(a: argparse.Namespace) -> None:
     score_vs_cache(rows, out / "score_vs_cache.png")
 
 
+def with_whole_heads(a: argparse.Namespace, spec: str, **overrides):
+    """The policy ``spec`` names; with ``--whole-heads F`` an evicting one keeps the best ``F`` of the model's
+    retrieval heads (``--heads``, default the ``--model``'s shipped ranking) whole."""
+    from namm.checkpoint import keep_heads_whole, resolve_policy
+
+    policy = resolve_policy(spec, **overrides)
+    if not a.whole_heads or not policy.evicts:
+        return policy
+    return keep_heads_whole(policy, a.heads or a.model, a.whole_heads)
+
+
+def add_whole_heads(p) -> None:
+    p.add_argument("--whole-heads", type=float, default=None, metavar="F",
+                   help="keep every token in the best F (0-1] of the model's retrieval heads (DuoAttention-style)")
+    p.add_argument("--heads", default=None, help="retrieval-head ranking: a heads.json (default: the --model's shipped one)")
+
+
 def warn_keeps_everything(policies) -> None:
     """One stderr line per evicting policy that, as given (no ``--budget``), keeps every token."""
     for p in policies:
@@ -55,7 +71,7 @@ def run_table(a: argparse.Namespace) -> None:
     from namm.evaluation.text import check_context
 
     names = tasks.expand(a.tasks)
-    namm = resolve_policy(a.namm, n_up=a.n_up)
+    namm = with_whole_heads(a, a.namm, n_up=a.n_up)
     baselines = [b for b in a.baselines.split(",") if b]
     for b in baselines:
         resolve_policy(b, n_up=namm.n_up, budget=0.5)  # unknown names are refused before the model loads
@@ -63,7 +79,7 @@ def run_table(a: argparse.Namespace) -> None:
     check_context(model, a.context_tokens, max(tasks.make(t).max_new_tokens for t in names))
     matched_table(model, tok, names, namm, Path(a.out), baselines=baselines, samples=a.samples, seed=a.seed,
                   context_tokens=a.context_tokens, batch_size=a.batch_size, match=a.match, data_dir=a.data_dir,
-                  info={"model": a.model, "namm": a.namm})
+                  info={"model": a.model, "namm": a.namm, "whole_heads": a.whole_heads, "heads": a.heads})
     print((Path(a.out) / "table.md").read_text())
 
 
@@ -101,6 +117,7 @@ def add(sub) -> None:
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--device", default="cpu")
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    add_whole_heads(p)
     p.add_argument("--out", required=True)
     p.set_defaults(fn=run_eval)
 
@@ -120,6 +137,7 @@ def add(sub) -> None:
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--device", default="cpu")
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    add_whole_heads(p)
     p.add_argument("--out", required=True)
     p.set_defaults(fn=run_table)
 

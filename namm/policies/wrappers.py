@@ -1,6 +1,7 @@
 """Policy wrappers, Gymnasium-style: one concern each, everything else forwarded to the wrapped policy.
 
     PinFirst(inner=load_namm(path), sinks=4)      # any policy, but the first 4 positions are never evicted
+    KeepWhole(inner=load_namm(path), heads=((18, 2), (17, 1)))  # those (layer, KV head)s keep every token
 
 :class:`Wrapped` forwards the whole contract (state, observation, scores, selection) to ``inner``; a
 wrapper overrides only what it changes (usually :meth:`select`).
@@ -15,7 +16,7 @@ import torch
 
 from .base import MemoryPolicy
 
-__all__ = ["Wrapped", "PinFirst"]
+__all__ = ["Wrapped", "PinFirst", "KeepWhole"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -77,3 +78,37 @@ class PinFirst(Wrapped):
 
     def describe(self) -> str:
         return f"{self.inner.describe()} + first {self.sinks} positions pinned"
+
+
+@dataclass(frozen=True, eq=False)
+class KeepWhole(Wrapped):
+    """``inner``'s decisions, except that ``heads`` ((layer, KV head) pairs, the model's layer numbers) and
+    whole ``layers`` keep every token: the retrieval heads of DuoAttention / RazorAttention, whose readers
+    need tokens no query-agnostic score can tell apart early (a needle before its question)."""
+
+    heads: tuple[tuple[int, int], ...] = ()
+    layers: tuple[int, ...] = ()
+
+    name: ClassVar[str] = "keep_whole"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "heads", tuple((int(l), int(h)) for l, h in self.heads))
+        object.__setattr__(self, "layers", tuple(int(l) for l in self.layers))
+        super().__post_init__()
+
+    def select(self, view) -> torch.Tensor:
+        """``[B, H, N]`` keep mask, True throughout the listed heads and layers (out of view is kept anyway)."""
+        if view.layer_idx in self.layers:
+            return torch.ones_like(view.in_view)
+        keep = self.inner.select(view)
+        heads = [h for layer, h in self.heads if layer == view.layer_idx]
+        if heads:
+            if max(heads) >= keep.shape[1]:
+                raise ValueError(f"keep_whole: layer {view.layer_idx} has {keep.shape[1]} KV heads, "
+                                 f"no head {max(heads)}; list heads as (layer, kv_head) of this model")
+            keep = keep.clone()
+            keep[:, heads] = True
+        return keep
+
+    def describe(self) -> str:
+        return f"{self.inner.describe()} + whole heads {list(self.heads)} layers {list(self.layers)}"

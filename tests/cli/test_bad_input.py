@@ -16,6 +16,8 @@ CASES = [
     (["rollout", "--env", "hopperx", "--policy", "full"], "unknown rl task 'hopperx' (did you mean 'hopper'"),
     (["models", "fetch", "llama-9000"], "unknown real model 'llama-9000'"),
     (["table", "--baselines", "h2o,nope", "--tasks", "kv_retrieval"], "unknown policy 'nope'"),
+    (["eval", "--whole-heads", "0.3", "--tasks", "kv_retrieval"], "no head ranking for 'zoo'"),
+    (["table", "--whole-heads", "1.5", "--tasks", "kv_retrieval"], "whole-head fraction must be in (0, 1]"),
 ]
 
 

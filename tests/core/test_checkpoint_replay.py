@@ -249,3 +249,19 @@ def test_shift_bias_cli_records_each_shift(tmp_path):
     assert [d["delta"] for d in info["bias_shifts"]] == [0.25, -0.05]
     assert main(["shift-bias", str(tmp_path / "missing.safetensors"), str(tmp_path / "x.safetensors"), "--delta", "1"]) == 2
     assert not (tmp_path / "x.safetensors").exists()
+
+
+def test_shipped_head_rankings_wrap_a_policy_with_its_best_heads_whole(tmp_path):
+    from namm.checkpoint import SHIPPED_HEADS, keep_heads_whole, read_heads
+    from namm.policies import H2O, KeepWhole
+
+    smol = read_heads("smollm2-135m")
+    assert len(smol) == len(set(smol)) == 30 * 3 and all(0 <= l < 30 and 0 <= h < 3 for l, h in smol)
+    assert {l for l, _ in read_heads("gemma3-270m")} == {5, 11, 17}, "Gemma 3's full layers: the managed ones"
+    w = keep_heads_whole(H2O(n_up=32, budget=0.25), "smollm2-135m", 0.3)
+    assert isinstance(w, KeepWhole) and w.heads == tuple(smol[:27]) and w.n_up == 32
+    assert len(keep_heads_whole(H2O(n_up=32, budget=0.25), SHIPPED_HEADS["gemma3-270m"], 0.3).heads) == 1
+    bad = tmp_path / "heads.json"
+    bad.write_text('{"heads": [{"layer": 1}]}')
+    with pytest.raises(ValueError, match="not a head ranking"):
+        read_heads(bad)

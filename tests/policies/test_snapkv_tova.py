@@ -52,3 +52,24 @@ def test_pin_first_keeps_the_sinks_and_forwards_the_rest(tiny_llama):
     assert "first 2 positions pinned" in w.describe()
     with pytest.raises(ValueError, match="pass it as inner="):
         PinFirst(inner)  # positionally it would be n_up
+
+
+def test_keep_whole_keeps_its_heads_and_layers_whole_and_forwards_the_rest(tiny_llama):
+    from namm.policies import H2O, KeepWhole
+
+    inner = H2O(n_up=32, budget=0.25)
+    plain = run(tiny_llama, inner)
+    whole = run(tiny_llama, KeepWhole(inner=inner, heads=((0, 1),), layers=(1,)))
+    by_layer = {layer.layer_idx: layer for layer in whole.memory_layers}
+    plain_by_layer = {layer.layer_idx: layer for layer in plain.memory_layers}
+    seen = int(by_layer[0].seen.max())
+    assert (by_layer[0].valid[:, 1].sum(-1) == seen).all(), "layer 0's KV head 1 keeps every token"
+    assert (by_layer[1].valid.sum(-1) == seen).all(), "layer 1 keeps every token in every head"
+    # layer 0's head 0 reads only embeddings and its own slots, so it keeps exactly what inner keeps alone
+    a = by_layer[0].pos.masked_fill(~by_layer[0].valid, -1)[:, 0].sort(-1).values
+    b = plain_by_layer[0].pos.masked_fill(~plain_by_layer[0].valid, -1)[:, 0].sort(-1).values
+    n = min(a.shape[-1], b.shape[-1])
+    assert torch.equal(a[..., -n:], b[..., -n:]) and (a[..., :-n] == -1).all()
+    assert plain.cache_fraction() < whole.cache_fraction() < 1.0
+    with pytest.raises(ValueError, match="no head 9"):
+        run(tiny_llama, KeepWhole(inner=inner, heads=((0, 9),)))
