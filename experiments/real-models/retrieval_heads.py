@@ -23,7 +23,6 @@ from tqdm import tqdm
 from namm import models, tasks
 from namm.adapters import adapter_for
 from namm.drivers.trace import record
-from namm.evaluation.text import prompt_ids
 
 
 def evidence_spans(prompt: str, values: list[str]) -> list[tuple[int, int]]:
@@ -44,10 +43,9 @@ def head_scores(model, tok, task_id: str, n: int, seed: int, context_tokens: int
     total = None
     for ex in tqdm(exs, desc=task_id, leave=False):
         text = task.prompt(ex, tok)
-        ids = prompt_ids(tok, task, ex, context_tokens + 256)
-        chat = task.chat and bool(getattr(tok, "chat_template", None))  # as prompt_ids: a base LM's BOS is added
-        enc = tok(text, add_special_tokens=not chat, return_offsets_mapping=True)
-        if enc["input_ids"] != ids:
+        enc = tok(text, add_special_tokens=not task.chat_wrapped(tok), return_offsets_mapping=True)
+        ids = enc["input_ids"]
+        if len(ids) > context_tokens + 256:  # evaluation would middle-truncate it (prompt_ids): offsets would shift
             raise ValueError(f"{task_id}: the prompt was truncated; raise --context-tokens' limit")
         target = tok(" " + task.target(ex), add_special_tokens=False)["input_ids"]
         spans = evidence_spans(text, ex["answers"])

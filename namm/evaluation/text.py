@@ -50,8 +50,7 @@ def check_context(model, context_tokens: int, extra: int = 0) -> None:
 def prompt_ids(tok, task: TextTask, example: dict, limit: int) -> list[int]:
     """Token ids of an example's prompt, middle-truncated to ``limit`` (as LongBench does). A chat-wrapped
     prompt already holds its special tokens, so none are added."""
-    chat = task.chat and bool(getattr(tok, "chat_template", None))
-    ids = tok(task.prompt(example, tok), add_special_tokens=not chat)["input_ids"]
+    ids = tok(task.prompt(example, tok), add_special_tokens=not task.chat_wrapped(tok))["input_ids"]
     return list(truncate_middle(ids, limit))
 
 

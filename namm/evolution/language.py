@@ -68,8 +68,8 @@ class TaskData:
 
     def prompt(self, i: int, tokenizer) -> list[int]:
         if i not in self._tokens:
-            chat = self.task.chat and bool(getattr(tokenizer, "chat_template", None))
-            ids = list(tokenizer.encode(self.task.prompt(self.examples[i], tokenizer), add_special_tokens=not chat))
+            text = self.task.prompt(self.examples[i], tokenizer)
+            ids = list(tokenizer.encode(text, add_special_tokens=not self.task.chat_wrapped(tokenizer)))
             self._tokens[i] = list(truncate_middle(ids, self.max_prompt_tokens))
         return self._tokens[i]
 

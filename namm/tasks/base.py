@@ -100,6 +100,11 @@ class TextTask:
             raise ValueError(f"task {self.name!r}: no examples (n={n})")
         return out
 
+    def chat_wrapped(self, tokenizer) -> bool:
+        """Whether :meth:`prompt` puts the text in ``tokenizer``'s chat template; such a prompt holds its special
+        tokens already, so tokenizing it adds none (a plain prompt gets the tokenizer's BOS)."""
+        return self.chat and tokenizer is not None and bool(getattr(tokenizer, "chat_template", None))
+
     def prompt(self, example: dict, tokenizer=None) -> str:
         """The model input: the template filled in, in the chat template when ``chat`` and the tokenizer
         has one."""
@@ -108,7 +113,7 @@ class TextTask:
         except KeyError as e:
             raise ValueError(f"task {self.name!r}: example lacks field {e.args[0]!r} needed by the prompt") from None
         prefix = example.get("answer_prefix", self.answer_prefix)
-        if self.chat and tokenizer is not None and getattr(tokenizer, "chat_template", None):
+        if self.chat_wrapped(tokenizer):
             return chat_wrap(tokenizer, text) + prefix  # the answer starts inside the assistant's turn
         return f"{text}\n{prefix}" if prefix else text
 
