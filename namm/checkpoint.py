@@ -193,7 +193,7 @@ def resolve_policy(spec: str, **overrides):
     return import_reference(p, **kw) if p.suffix in (".pt", ".pth") else load_namm(p, **kw)
 
 
-# Retrieval-head rankings per real model (experiments/real-models/retrieval_heads.py: the attention an answer's
+# Retrieval-head rankings per real model (`namm heads`, namm.evaluation.heads: the attention an answer's
 # queries put on the evidence, full cache, train-split ruler_niah_multikey + ruler_vt; no held-out family)
 SHIPPED_HEADS = {m: _WEIGHTS / f"heads-{m}.json" for m in ("smollm2-135m", "gemma3-270m")}
 
@@ -203,8 +203,8 @@ def read_heads(source: str | os.PathLike) -> list[tuple[int, int]]:
     ``heads.json`` (``{"heads": [{"layer", "head", "score"}, ...]}``)."""
     path = SHIPPED_HEADS.get(str(source), Path(source))
     if not path.is_file():
-        raise ValueError(f"no head ranking for {str(source)!r}: shipped for {sorted(SHIPPED_HEADS)}; make one with `python "
-                         "experiments/real-models/retrieval_heads.py --model NAME --out RUN` and pass RUN/heads.json")
+        raise ValueError(f"no head ranking for {str(source)!r}: shipped for {sorted(SHIPPED_HEADS)}; make one with "
+                         "`namm heads --model NAME --out RUN` and pass RUN/heads.json")
     try:
         rows = json.loads(path.read_text())["heads"]
         return [(int(r["layer"]), int(r["head"])) for r in rows]

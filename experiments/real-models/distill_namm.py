@@ -26,8 +26,7 @@ from tqdm.auto import tqdm
 
 from namm import models, tasks
 from namm.checkpoint import load_namm, save_namm
-from namm.drivers.trace import record
-from namm.evaluation.text import prompt_ids
+from namm.evaluation.text import example_trace
 from namm.features import age_embedding, normalise
 from namm.io import write_csv, write_json, write_text
 from namm.policies import NAMM, make_policy
@@ -38,13 +37,8 @@ from namm.scorer import MLP
 def traces_for(model, tok, task_id: str, n: int, seed: int, context_tokens: int, n_up: int) -> list:
     """``[(meta, tensors, score_from)]``: full-cache traces of prompt + gold target (continuation or answer)."""
     task = tasks.make(task_id)
-    out = []
-    for ex in task.examples(tok, n, seed=seed, context_tokens=context_tokens, split="train"):
-        prompt = prompt_ids(tok, task, ex, 10**9)
-        target = tok.encode(task.target(ex), add_special_tokens=False)
-        meta, tensors = record(model, prompt + target, n_up=n_up)
-        out.append((meta, tensors, len(prompt)))
-    return out
+    return [example_trace(model, tok, task, ex, n_up)
+            for ex in task.examples(tok, n, seed=seed, context_tokens=context_tokens, split="train")]
 
 
 def groups(trace, base: NAMM) -> list[tuple[torch.Tensor, torch.Tensor]]:

@@ -23,8 +23,7 @@ from tqdm.auto import tqdm
 
 from namm import models, tasks
 from namm.checkpoint import load_namm, save_namm
-from namm.drivers.trace import record
-from namm.evaluation.text import prompt_ids
+from namm.evaluation.text import example_trace
 from namm.features import RunningStats, SpectralConfig
 from namm.io import write_csv, write_json, write_text
 from namm.policies import NAMM, make_policy
@@ -135,12 +134,7 @@ def main() -> None:
     model, tok = models.load(a.model, "lm", device="cpu", dtype=torch.float32)
     task = tasks.make("lm_continuation")
     exs = task.examples(tok, a.samples, seed=a.seed, context_tokens=a.context_tokens, split=a.split)
-    traces = []
-    for ex in tqdm(exs, desc="traces"):
-        prompt = prompt_ids(tok, task, ex, 10**9)
-        target = tok.encode(task.target(ex), add_special_tokens=False)
-        meta, tensors = record(model, prompt + target, n_up=a.n_up)
-        traces.append((meta, tensors, len(prompt)))
+    traces = [example_trace(model, tok, task, ex, a.n_up) for ex in tqdm(exs, desc="traces")]
 
     rows: list[dict] = []
     todo = [] if a.start else list(itertools.product(["h2o", "tova", "snapkv", "streamingllm"],

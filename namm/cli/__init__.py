@@ -19,6 +19,7 @@ COMMANDS: list[str] = [
     "namm.cli.pipeline",   # pipeline: evolve -> language -> video -> RL -> report
     "namm.cli.evolve",     # evolve: CMA-ES
     "namm.cli.eval",       # eval, compare: language tasks, paired comparisons
+    "namm.cli.heads",      # heads: the retrieval-head ranking --whole-heads reads
     "namm.cli.eval_video", # eval-video
     "namm.cli.rollout",    # rollout: Decision Transformers in Gym
     "namm.cli.models",     # models list / fetch

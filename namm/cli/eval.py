@@ -11,7 +11,7 @@ def run_eval(a: argparse.Namespace) -> None:
     import torch
 
     from namm import models, tasks
-    from namm.evaluation.text import check_context, evaluate, task_examples, write_results
+    from namm.evaluation.text import check_context, check_whole_heads, evaluate, task_examples, write_results
     from namm.io import write_csv
     from namm.plots import score_vs_cache
     from namm.selection import parse_budget
@@ -22,6 +22,8 @@ def run_eval(a: argparse.Namespace) -> None:
     warn_keeps_everything(policies)
     model, tok = models.load(a.model, "lm", device=a.device, dtype=getattr(torch, a.dtype))
     check_context(model, a.context_tokens, max(tasks.make(t).max_new_tokens for t in names))
+    for p in policies:
+        check_whole_heads(model, p)
     out = Path(a.out)
     examples = {t: task_examples(tok, t, a.samples, a.seed, a.context_tokens, a.data_dir) for t in names}
     rows = []
@@ -42,6 +44,9 @@ def with_whole_heads(a: argparse.Namespace, spec: str, **overrides):
     retrieval heads (``--heads``, default the ``--model``'s shipped ranking) whole."""
     from namm.checkpoint import keep_heads_whole, resolve_policy
 
+    if a.heads and not a.whole_heads:
+        raise ValueError(f"--heads {a.heads} names which heads to keep whole, but no --whole-heads F says how many; "
+                         "add --whole-heads 0.3 (the best 30%)")
     policy = resolve_policy(spec, **overrides)
     if not a.whole_heads or not policy.evicts:
         return policy
@@ -68,7 +73,7 @@ def run_table(a: argparse.Namespace) -> None:
     from namm import models, tasks
     from namm.checkpoint import resolve_policy
     from namm.evaluation.table import matched_table
-    from namm.evaluation.text import check_context
+    from namm.evaluation.text import check_context, check_whole_heads
 
     names = tasks.expand(a.tasks)
     namm = with_whole_heads(a, a.namm, n_up=a.n_up)
@@ -77,6 +82,7 @@ def run_table(a: argparse.Namespace) -> None:
         resolve_policy(b, n_up=namm.n_up, budget=0.5)  # unknown names are refused before the model loads
     model, tok = models.load(a.model, "lm", device=a.device, dtype=getattr(torch, a.dtype))
     check_context(model, a.context_tokens, max(tasks.make(t).max_new_tokens for t in names))
+    check_whole_heads(model, namm)
     matched_table(model, tok, names, namm, Path(a.out), baselines=baselines, samples=a.samples, seed=a.seed,
                   context_tokens=a.context_tokens, batch_size=a.batch_size, match=a.match, data_dir=a.data_dir,
                   info={"model": a.model, "namm": a.namm, "whole_heads": a.whole_heads, "heads": a.heads})

@@ -18,15 +18,18 @@ from typing import Sequence
 import torch
 from tqdm.auto import tqdm
 
+from namm.adapters import adapter_for
 from namm.drivers.text import generate, pad_id, stop_ids, token_logprobs
+from namm.drivers.trace import record
 from namm.io import write_csv, write_json, write_jsonl
-from namm.policies import FullCache, MemoryPolicy
+from namm.policies import FullCache, KeepWhole, MemoryPolicy
 from namm.tasks import TextTask
 from namm.tasks import make as make_task
 from namm.tasks.longbench import truncate_middle
 
 __all__ = ["task_examples", "prompt_ids", "score_task", "evaluate", "example_records", "write_results",
-           "read_predictions", "compare", "check_context"]
+           "read_predictions", "compare", "check_context", "check_whole_heads",
+           "example_trace"]
 
 
 def _task(task: str | TextTask) -> TextTask:
@@ -47,11 +50,42 @@ def check_context(model, context_tokens: int, extra: int = 0) -> None:
                          f"positions; use --context-tokens {limit - extra} or less")
 
 
+def check_whole_heads(model, policy: MemoryPolicy) -> None:
+    """Refuse whole heads (``KeepWhole`` anywhere in ``policy``'s wrappers) that are not (managed layer, KV head)s
+    of ``model``: a ranking made for another model would otherwise pass silently wherever its indices fit
+    (a sliding layer is never managed, so a head listed there would keep nothing)."""
+    adapter = adapter_for(model)
+    managed = [i for i, w in enumerate(adapter.layer_windows(model)) if w is None]
+    n_kv = adapter.num_kv_heads(model)
+    p = policy
+    while p is not None:
+        if isinstance(p, KeepWhole):
+            bad = [(l, h) for l, h in p.heads if l not in managed or not 0 <= h < n_kv]
+            bad += [(l, "*") for l in p.layers if l not in managed]
+            if bad:
+                raise ValueError(f"whole heads {bad[:4]} are not (layer, KV head)s this model manages (layers "
+                                 f"{managed[:6]}{'..' if len(managed) > 6 else ''}, {n_kv} KV heads each): the ranking "
+                                 "was made for another model; make one with `namm heads --model NAME --out RUN`")
+        p = getattr(p, "inner", None)
+
+
 def prompt_ids(tok, task: TextTask, example: dict, limit: int) -> list[int]:
     """Token ids of an example's prompt, middle-truncated to ``limit`` (as LongBench does). A chat-wrapped
     prompt already holds its special tokens, so none are added."""
     ids = tok(task.prompt(example, tok), add_special_tokens=not task.chat_wrapped(tok))["input_ids"]
     return list(truncate_middle(ids, limit))
+
+
+def example_trace(model, tok, task: str | TextTask, example: dict, n_up: int,
+                  dtype: torch.dtype = torch.float16) -> tuple[dict, dict, int]:
+    """``(meta, tensors, score_from)``: the full-cache attention trace (:func:`namm.drivers.trace.record`) of
+    an example's whole prompt then its gold target, and the position of the target's first token (where the
+    scored queries start, as ``namm.replay.kept_mass`` takes it)."""
+    task = _task(task)
+    prompt = prompt_ids(tok, task, example, 10**9)
+    target = tok.encode(task.target(example), add_special_tokens=False)
+    meta, tensors = record(model, prompt + target, n_up=n_up, dtype=dtype)
+    return meta, tensors, len(prompt)
 
 
 @torch.no_grad()

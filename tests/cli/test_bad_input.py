@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from namm.checkpoint import SHIPPED_HEADS
 from namm.cli import main
 
 CASES = [
@@ -18,6 +19,9 @@ CASES = [
     (["table", "--baselines", "h2o,nope", "--tasks", "kv_retrieval"], "unknown policy 'nope'"),
     (["eval", "--whole-heads", "0.3", "--tasks", "kv_retrieval"], "no head ranking for 'zoo'"),
     (["table", "--whole-heads", "1.5", "--tasks", "kv_retrieval"], "whole-head fraction must be in (0, 1]"),
+    (["eval", "--model", "tiny-random", "--whole-heads", "0.3", "--heads", str(SHIPPED_HEADS["gemma3-270m"]),
+      "--context-tokens", "256", "--tasks", "kv_retrieval"], "whole heads [(5, 0)] are not (layer, KV head)s"),
+    (["eval", "--heads", "h.json", "--tasks", "kv_retrieval"], "but no --whole-heads F says how many"),
 ]
 
 
