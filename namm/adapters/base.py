@@ -77,6 +77,11 @@ class Adapter:
         w = int(window)
         return [w if t == "sliding_attention" else None for t in types]
 
+    def managed_layers(self, model: Model) -> list[int]:
+        """The model's numbers of the layers the policy manages (its full-attention ones), in order: the
+        trace numbers them 0.. in this order; ``namm.policies.KeepWhole`` names them by these."""
+        return [i for i, w in enumerate(self.layer_windows(model)) if w is None]
+
     def check(self, model: Model) -> None:
         """Refuse configurations the core cannot honour, with the reason."""
         cfg = self.text_config(model)

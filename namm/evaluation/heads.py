@@ -84,7 +84,7 @@ def rank_heads(model, tok, task_ids: Sequence[str], samples: int = 16, seed: int
     per_task = {t: head_scores(model, tok, t, samples, seed, context_tokens, n_up, progress) for t in task_ids}
     mean = sum(per_task.values()) / len(per_task)
     # the trace numbers managed layers 0..; the policy's view names the model's layer
-    managed = [i for i, w in enumerate(adapter_for(model).layer_windows(model)) if w is None]
+    managed = adapter_for(model).managed_layers(model)
     order = sorted(((float(mean[l, h]), l, h) for l in range(mean.shape[0]) for h in range(mean.shape[1])),
                    reverse=True)
     return [{"layer": managed[l], "head": h, "score": s, **{t: float(v[l, h]) for t, v in per_task.items()}}

@@ -55,7 +55,7 @@ def check_whole_heads(model, policy: MemoryPolicy) -> None:
     of ``model``: a ranking made for another model would otherwise pass silently wherever its indices fit
     (a sliding layer is never managed, so a head listed there would keep nothing)."""
     adapter = adapter_for(model)
-    managed = [i for i, w in enumerate(adapter.layer_windows(model)) if w is None]
+    managed = adapter.managed_layers(model)
     n_kv = adapter.num_kv_heads(model)
     p = policy
     while p is not None:
