@@ -149,7 +149,8 @@ def token_states(policy: MemoryPolicy, meta: dict[str, int], tensors: dict[str, 
 
 @torch.no_grad()
 def kept_mass(policy: MemoryPolicy, meta: dict[str, int], tensors: dict[str, torch.Tensor], score_from: int,
-              rows: int | None = None, states: dict | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+              rows: int | None = None, states: dict | None = None,
+              per_head: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """What ``policy``'s evictions cost later queries, with no model: ``(mass [B], cache_fraction [B])``.
 
     ``mass``: the mean, over layers, heads and the queries at positions ``>= score_from`` (e.g. a
@@ -158,26 +159,29 @@ def kept_mass(policy: MemoryPolicy, meta: dict[str, int], tensors: dict[str, tor
     Queries past the trace's ``length`` (a padded last block) are not counted. ``cache_fraction``: kept /
     seen, averaged over layers, heads and the updates before the last scored query, as
     :meth:`namm.cache.MemoryCache.cache_fraction` counts it. ``states``: see :func:`token_states` (only the
-    attention of the scored blocks is read then).
+    attention of the scored blocks is read then). ``per_head``: ``mass`` is ``[B, L, H]``, each (layer, head)'s
+    own mean (which heads the evictions cost most: ``namm.evaluation.heads.eviction_loss``).
     """
     n_up, length = meta["n_up"], meta.get("length", meta["num_updates"] * meta["n_up"])
     if not 0 <= score_from < length:
         raise ValueError(f"score_from={score_from} is outside the trace's {length} tokens")
     first, last = score_from // n_up, (length - 1) // n_up  # blocks holding scored queries
     b = rows if rows is not None else meta["batch"]
-    mass_sum, frac_sum = torch.zeros(b), torch.zeros(b)
-    mass_n = frac_n = 0
+    mass_sum = torch.zeros(b, meta["num_layers"], meta["num_heads"])  # [B, L, H] kept attention, summed
+    frac_sum = torch.zeros(b)
+    rows_n = torch.zeros(meta["num_layers"])  # scored queries per layer
+    frac_n = 0
 
     def step(u: int, l: int, seen: torch.Tensor | None, view) -> torch.Tensor:
-        nonlocal mass_sum, mass_n, frac_sum, frac_n
+        nonlocal frac_sum, frac_n
         if u >= first:
             assert seen is not None  # _walk reads the rows from update `first` on
             r = seen.shape[2]  # n_up rows, or a trace cut to its scored rows (scored_rows): they start here
             start = u * n_up if r == n_up else max(u * n_up, score_from)
             qp = start + torch.arange(r)
             scored = (qp >= score_from) & (qp < length)  # [r]
-            mass_sum = mass_sum + seen.sum(-1)[:, :, scored].sum((1, 2))  # [B]
-            mass_n += seen.shape[1] * int(scored.sum())
+            mass_sum[:, l] += seen.sum(-1)[:, :, scored].sum(-1)  # [B, H]
+            rows_n[l] += int(scored.sum())
         if u == last:  # nothing after it is scored: its own update does not matter
             return torch.ones_like(view.in_view)
         keep = policy.select(view) & view.in_view
@@ -186,7 +190,10 @@ def kept_mass(policy: MemoryPolicy, meta: dict[str, int], tensors: dict[str, tor
         return keep
 
     _walk(policy, meta, tensors, step, rows=rows, updates=last + 1, states=states, rows_from=first)
-    return mass_sum / mass_n, frac_sum / frac_n if frac_n else torch.ones(b)
+    frac = frac_sum / frac_n if frac_n else torch.ones(b)
+    if per_head:
+        return mass_sum / rows_n[None, :, None], frac
+    return mass_sum.sum((1, 2)) / (rows_n.sum() * meta["num_heads"]), frac
 
 
 def scored_rows(meta: dict[str, int], tensors: dict[str, torch.Tensor], score_from: int) -> dict[str, torch.Tensor]:

@@ -9,6 +9,12 @@ output for smollm2-135m and gemma3-270m.
 
     rows = rank_heads(model, tok, ["ruler_niah_multikey", "ruler_vt"], samples=16, seed=11)
     rows[0]  # {"layer": 18, "head": 2, "score": 0.35, "ruler_niah_multikey": 0.45, "ruler_vt": 0.25}
+
+With ``policy`` (``rank_heads(..., policy=resolve_policy("namm"))``) a head's score is instead what that
+policy's evictions cost it (:func:`eviction_loss`): the share of its scored queries' full-cache attention that
+falls on tokens the policy evicted, replayed on the same traces (``namm.replay.kept_mass``). The evidence score
+only sees retrieval; this one also ranks the heads a continuation needs (SmolLM2's layer 0 loses half its
+attention to the shipped NAMM at 0.25), so one ranking can serve every calibration family.
 """
 
 from __future__ import annotations
@@ -20,9 +26,13 @@ from tqdm.auto import tqdm
 
 from namm.adapters import adapter_for
 from namm.drivers.trace import record
+from namm.policies import MemoryPolicy
+from namm.replay import kept_mass
 from namm.tasks import make as make_task
 
-__all__ = ["evidence_spans", "evidence_tokens", "head_scores", "rank_heads"]
+from .text import example_trace
+
+__all__ = ["evidence_spans", "evidence_tokens", "head_scores", "eviction_loss", "rank_heads"]
 
 
 def evidence_spans(prompt: str, values: Sequence[str]) -> list[tuple[int, int]]:
@@ -76,12 +86,32 @@ def head_scores(model, tok, task_id: str, n: int, seed: int, context_tokens: int
     return total / counted
 
 
+def eviction_loss(model, tok, policy: MemoryPolicy, task_id: str, n: int, seed: int, context_tokens: int,
+                  progress: bool = True) -> torch.Tensor:
+    """``[L_managed, H_kv]`` share of the scored queries' full-cache attention (a continuation's target, an
+    answer) that lands on tokens ``policy`` evicted, mean over ``n`` train-split instances of ``task_id``
+    (one full-cache trace each at the policy's ``n_up``, then a replay of the policy on it)."""
+    task = make_task(task_id, kind="text")
+    exs = task.examples(tok, n, seed=seed, context_tokens=context_tokens, split="train")
+    total = torch.zeros(())
+    for ex in tqdm(exs, desc=f"{task_id} loss", leave=False, disable=not progress):
+        meta, tens, score_from = example_trace(model, tok, task, ex, n_up=policy.n_up, dtype=torch.float32)
+        kept, _ = kept_mass(policy, meta, tens, score_from, per_head=True)  # [1, L, H]
+        total = total + (1 - kept[0])
+    return total / len(exs)
+
+
 def rank_heads(model, tok, task_ids: Sequence[str], samples: int = 16, seed: int = 11, context_tokens: int = 1024,
-               n_up: int = 128, progress: bool = True) -> list[dict]:
+               n_up: int = 128, progress: bool = True, policy: MemoryPolicy | None = None) -> list[dict]:
     """Every (model layer, KV head), best first: ``{"layer", "head", "score", <task>: score, ...}``; ``score``
-    is the mean over ``task_ids``. Layers are the model's own numbers (Gemma's full layers 5, 11, 17), which
-    ``namm.policies.KeepWhole`` takes."""
-    per_task = {t: head_scores(model, tok, t, samples, seed, context_tokens, n_up, progress) for t in task_ids}
+    is the mean over ``task_ids`` of the evidence attention (:func:`head_scores`), or with ``policy`` of the
+    attention its evictions take (:func:`eviction_loss`, at the policy's own ``n_up``). Layers are the model's
+    own numbers (Gemma's full layers 5, 11, 17), which ``namm.policies.KeepWhole`` takes."""
+    if policy is None:
+        per_task = {t: head_scores(model, tok, t, samples, seed, context_tokens, n_up, progress) for t in task_ids}
+    else:
+        per_task = {t: eviction_loss(model, tok, policy, t, samples, seed, context_tokens, progress)
+                    for t in task_ids}
     mean = sum(per_task.values()) / len(per_task)
     # the trace numbers managed layers 0..; the policy's view names the model's layer
     managed = adapter_for(model).managed_layers(model)

@@ -35,6 +35,26 @@ def test_heads_ranks_every_managed_head_and_feeds_whole_heads(tmp_path, capsys):
     assert w.heads == tuple(read_heads(out / "heads.json")[:2])
 
 
+def test_heads_by_loss_ranks_what_a_policys_evictions_take(tmp_path):
+    out = tmp_path / "loss"
+    assert main(["heads", "--model", "zoo", "--by", "loss", "--policy", "namm",
+                 "--tasks", "lm_continuation,ruler_vt", "--samples", "1", "--context-tokens", "256",
+                 "--out", str(out)]) == 0
+    doc = json.loads((out / "heads.json").read_text())
+    rows = doc["heads"]
+    assert doc["config"]["by"] == "loss" and doc["config"]["policy"].startswith("namm")
+    assert len(rows) == 4 * 2
+    scores = [r["score"] for r in rows]
+    assert scores == sorted(scores, reverse=True) and all(0 <= s <= 1 for s in scores) and scores[0] > 0
+    for r in rows:
+        assert abs(r["score"] - (r["lm_continuation"] + r["ruler_vt"]) / 2) < 1e-6
+
+
+def test_heads_by_loss_refuses_a_policy_that_evicts_nothing(tmp_path, capsys):
+    assert main(["heads", "--model", "zoo", "--by", "loss", "--policy", "full", "--out", str(tmp_path)]) != 0
+    assert "evicts nothing" in capsys.readouterr().err
+
+
 def test_example_trace_is_the_prompt_then_its_gold_target():
     from namm import models, tasks
     from namm.evaluation.text import example_trace, prompt_ids

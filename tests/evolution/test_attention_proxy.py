@@ -102,6 +102,19 @@ def test_members_as_rows_equal_one_by_one(trace):
     assert 0 < float(h2o) < 1 and float(hf) == pytest.approx(0.5, abs=0.05)
 
 
+def test_per_head_mass_averages_to_the_mean_and_marks_the_evicting_heads(trace):
+    meta, tensors = trace
+    policy = H2O(n_up=N_UP, budget=0.5)
+    mean, frac = kept_mass(policy, meta, tensors, score_from=40)
+    heads, hfrac = kept_mass(policy, meta, tensors, score_from=40, per_head=True)
+    assert heads.shape == (meta["batch"], meta["num_layers"], meta["num_heads"])
+    torch.testing.assert_close(heads.mean((1, 2)), mean)  # every layer scores the same queries
+    assert torch.equal(hfrac, frac)
+    assert bool((heads <= 1 + 1e-6).all()) and float(heads.min()) < 1  # some head lost attention to evictions
+    full, _ = kept_mass(FullCache(n_up=N_UP), meta, tensors, score_from=40, per_head=True)
+    torch.testing.assert_close(full, torch.ones_like(full))
+
+
 @pytest.mark.parametrize("score_from", [32, 40, 66])  # at a block boundary, inside a block, inside the padded last
 def test_a_trace_cut_to_its_scored_rows_gives_the_same_masses(trace, score_from):
     meta, tensors = trace
