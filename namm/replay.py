@@ -167,9 +167,9 @@ def kept_mass(policy: MemoryPolicy, meta: dict[str, int], tensors: dict[str, tor
         raise ValueError(f"score_from={score_from} is outside the trace's {length} tokens")
     first, last = score_from // n_up, (length - 1) // n_up  # blocks holding scored queries
     b = rows if rows is not None else meta["batch"]
+    n_scored = length - score_from  # the queries every layer and head scores
     mass_sum = torch.zeros(b, meta["num_layers"], meta["num_heads"])  # [B, L, H] kept attention, summed
     frac_sum = torch.zeros(b)
-    rows_n = torch.zeros(meta["num_layers"])  # scored queries per layer
     frac_n = 0
 
     def step(u: int, l: int, seen: torch.Tensor | None, view) -> torch.Tensor:
@@ -181,7 +181,6 @@ def kept_mass(policy: MemoryPolicy, meta: dict[str, int], tensors: dict[str, tor
             qp = start + torch.arange(r)
             scored = (qp >= score_from) & (qp < length)  # [r]
             mass_sum[:, l] += seen.sum(-1)[:, :, scored].sum(-1)  # [B, H]
-            rows_n[l] += int(scored.sum())
         if u == last:  # nothing after it is scored: its own update does not matter
             return torch.ones_like(view.in_view)
         keep = policy.select(view) & view.in_view
@@ -191,9 +190,8 @@ def kept_mass(policy: MemoryPolicy, meta: dict[str, int], tensors: dict[str, tor
 
     _walk(policy, meta, tensors, step, rows=rows, updates=last + 1, states=states, rows_from=first)
     frac = frac_sum / frac_n if frac_n else torch.ones(b)
-    if per_head:
-        return mass_sum / rows_n[None, :, None], frac
-    return mass_sum.sum((1, 2)) / (rows_n.sum() * meta["num_heads"]), frac
+    per = mass_sum / n_scored  # [B, L, H]
+    return (per if per_head else per.mean((1, 2))), frac
 
 
 def scored_rows(meta: dict[str, int], tensors: dict[str, torch.Tensor], score_from: int) -> dict[str, torch.Tensor]:

@@ -41,10 +41,10 @@ def run_heads(a: argparse.Namespace) -> None:
     grid = [[0.0] * (1 + max(r["head"] for r in rows)) for _ in layers]
     for r in rows:
         grid[layers.index(r["layer"])][r["head"]] = r["score"]
-    what = ("attention its evictions take" if policy else "evidence attention")
+    what, label = (("attention its evictions take", "scored queries' attention on evicted tokens") if policy else
+                   ("evidence attention", "answer queries' attention on the evidence"))
     save_heatmap(grid, out / "heads.png", f"{a.model}: {what} per head (rows: layers {layers[0]}..{layers[-1]})",
-                 "KV head", "managed layer (row)", ("scored queries' attention on evicted tokens" if policy else
-                                                    "answer queries' attention on the evidence"))
+                 "KV head", "managed layer (row)", label)
     for r in rows[:10]:
         print(f"L{r['layer']:2d} h{r['head']}  {r['score']:.3f}  " + "  ".join(f"{t}={r[t]:.3f}" for t in names))
     print(f"-> {out / 'heads.json'} (namm eval|table --whole-heads F --heads {out / 'heads.json'})")
