@@ -3,7 +3,8 @@
 Trace (safetensors): metadata ``n_up``, ``num_updates`` U, ``num_layers`` L, ``num_heads`` H, ``batch``
 B, optionally ``length`` (the real tokens, when the last block is zero-padded); tensors ``attn.{u}.{l}``
 ``[B, H, n_up, (u+1) n_up]``: the post-softmax attention the queries at positions
-``u n_up .. (u+1) n_up - 1`` give every position ``0 .. (u+1) n_up - 1`` (GQA-averaged).
+``u n_up .. (u+1) n_up - 1`` give every position ``0 .. (u+1) n_up - 1`` (GQA-averaged), and optionally
+``layers`` int64 ``[L]``: the model layer trace layer ``l`` was (a hybrid manages only some; absent: ``l``).
 ``namm.drivers.trace.record`` records one from a model, :func:`save_trace` writes it.
 
 Each (layer, head) starts empty; at update ``u`` the tokens in view are the ones it retained plus the
@@ -55,6 +56,8 @@ def read_trace(path: str | os.PathLike) -> tuple[dict[str, int], dict[str, torch
                 raise ValueError(f"{path}: missing tensor {name}")
             if tuple(tensors[name].shape) != want:
                 raise ValueError(f"{path}: {name} has shape {tuple(tensors[name].shape)}, expected {want}")
+    if "layers" in tensors and tuple(tensors["layers"].shape) != (meta["num_layers"],):
+        raise ValueError(f"{path}: layers has shape {tuple(tensors['layers'].shape)}, expected ({meta['num_layers']},)")
     return meta, tensors
 
 
@@ -86,8 +89,9 @@ def _walk(policy: MemoryPolicy, meta: dict[str, int], tensors: dict[str, torch.T
         if b != 1:
             raise ValueError(f"rows={rows} needs a one-row trace, this one has batch {b}")
         b = rows
+    ids = tensors["layers"].tolist() if "layers" in tensors else list(range(meta["num_layers"]))
     for l in range(meta["num_layers"]):
-        layer = MemoryLayer(policy, l)
+        layer = MemoryLayer(policy, ids[l])  # the model's layer number: KeepWhole and other per-layer policies
         for u in range(meta["num_updates"] if updates is None else min(updates, meta["num_updates"])):
             dummy = torch.zeros(b, h, n_up, 1)
             layer.update(dummy, dummy)
@@ -201,8 +205,10 @@ def scored_rows(meta: dict[str, int], tensors: dict[str, torch.Tensor], score_fr
     padding). Take the spectrogram states first (:func:`token_states` reads every row)."""
     n_up = meta["n_up"]
     length = meta.get("length", meta["num_updates"] * n_up)
-    out = {}
+    out = {k: v for k, v in tensors.items() if not k.startswith("attn.")}
     for k, v in tensors.items():
+        if not k.startswith("attn."):
+            continue
         u = int(k.split(".")[1])
         lo, hi = max(score_from - u * n_up, 0), min(length - u * n_up, n_up)
         if hi > lo:

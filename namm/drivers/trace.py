@@ -49,7 +49,8 @@ class _Recorder(MemoryPolicy):
 @torch.no_grad()
 def record(model, ids: Sequence[int], n_up: int, dtype: torch.dtype = torch.float16) -> tuple[dict, dict]:
     """``(meta, tensors)`` of the trace of token ``ids`` (one sequence) through ``model`` with the full
-    cache; ``tensors["attn.{u}.{l}"]`` ``[1, H, n_up, (u+1) n_up]`` in ``dtype``."""
+    cache; ``tensors["attn.{u}.{l}"]`` ``[1, H, n_up, (u+1) n_up]`` in ``dtype``, ``tensors["layers"]`` ``[L]``
+    the model layer each trace layer ``l`` is."""
     if len(ids) < 1:
         raise ValueError("record: no tokens")
     rec = _Recorder(n_up=n_up)
@@ -70,6 +71,8 @@ def record(model, ids: Sequence[int], n_up: int, dtype: torch.dtype = torch.floa
             dense[:, qpos[real].cpu(), : rows.shape[-1]] = rows[:, real.to(rows.device)].to("cpu", dtype)
         for u in range(blocks):
             tensors[f"attn.{u}.{l}"] = dense[None, :, u * n_up:(u + 1) * n_up, :(u + 1) * n_up].clone()
+    # the model's own layer numbers (a hybrid's full layers 5, 11, 17): per-layer policies replay as they ran
+    tensors["layers"] = torch.tensor(sorted(rec.sink), dtype=torch.int64)
     meta = {"n_up": n_up, "num_updates": blocks, "num_layers": len(rec.sink), "num_heads": heads, "batch": 1,
             "length": t}
     return meta, tensors

@@ -88,3 +88,22 @@ def test_unsupported_layer_types_are_refused(gemma3):
         cfg.sliding_window = window
     finally:
         cfg.layer_types = old
+
+
+def test_a_trace_names_the_model_layers_so_per_layer_policies_replay_as_they_ran(gemma3, tmp_path):
+    from namm.drivers.trace import record
+    from namm.policies import KeepWhole
+    from namm.replay import kept_mass, read_trace, save_trace
+
+    ids = torch.randint(3, 96, (80,), generator=torch.Generator().manual_seed(2)).tolist()
+    meta, tensors = record(gemma3, ids, n_up=N_UP)
+    assert meta["num_layers"] == 2 and tensors["layers"].tolist() == [2, 5]
+    meta, tensors = read_trace(save_trace(tmp_path / "t.safetensors", meta, tensors))
+    inner = H2O(n_up=N_UP, budget=0.25)
+    _, frac = kept_mass(inner, meta, tensors, score_from=64, per_head=True)
+    kept, frac5 = kept_mass(KeepWhole(inner=inner, layers=(5,)), meta, tensors, score_from=64, per_head=True)
+    assert kept[0, 1].min() == pytest.approx(1.0, abs=1e-4) and kept[0, 0].max() < 0.99  # model layer 5 is trace layer 1
+    assert frac5[0] > frac[0]
+    tensors["layers"] = torch.tensor([2])
+    with pytest.raises(ValueError, match="layers has shape"):
+        read_trace(save_trace(tmp_path / "bad.safetensors", meta, tensors))

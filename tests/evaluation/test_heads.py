@@ -65,4 +65,6 @@ def test_example_trace_is_the_prompt_then_its_gold_target():
     meta, tensors, start = example_trace(model, tok, task, ex, n_up=32)
     target = tok.encode(task.target(ex), add_special_tokens=False)
     assert start == len(prompt_ids(tok, task, ex, 10**9)) and meta["length"] == start + len(target) > start
-    assert meta["num_updates"] == -(-meta["length"] // 32) and len(tensors) == meta["num_updates"] * meta["num_layers"]
+    attn = [k for k in tensors if k.startswith("attn.")]
+    assert meta["num_updates"] == -(-meta["length"] // 32) and len(attn) == meta["num_updates"] * meta["num_layers"]
+    assert tensors["layers"].tolist() == list(range(meta["num_layers"]))
