@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["threshold_ragged", "threshold_reference", "top_k", "neighbour_max", "budget_tokens", "parse_budget"]
+__all__ = ["threshold_ragged", "threshold_reference", "top_k", "neighbour_max", "budget_tokens", "parse_budget",
+           "parse_layer_budgets"]
 
 
 def _protect(scores: torch.Tensor, in_view: torch.Tensor, newest: torch.Tensor) -> torch.Tensor:
@@ -128,3 +129,26 @@ def parse_budget(text: str | float | int | None) -> float | int | None:
         return float(t)
     except ValueError:
         raise ValueError(f"--budget {text!r}: give a fraction like 0.4 or a token count like 1024") from None
+
+
+def parse_layer_budgets(text: str) -> dict[int, float | int]:
+    """CLI form of per-layer budgets: space-separated ``FIRST-LAST=B`` (or ``L=B``) items, each budget as
+    :func:`parse_budget` reads it (``1`` / ``1.0``: the layer keeps every token), e.g. ``"0=1 1-11=0.25 12-29=0.125"``
+    -> ``{0: 1.0, 1: 0.25, ..., 29: 0.125}``. A layer named twice is refused."""
+    out: dict[int, float | int] = {}
+    for item in text.split():
+        span, eq, b = item.partition("=")
+        first, dash, last = span.partition("-")
+        try:
+            lo = int(first)
+            hi = int(last) if dash else lo
+            budget = parse_budget(b) if eq else None
+        except ValueError:
+            lo, hi, budget = 0, -1, None
+        if budget is None or lo < 0 or hi < lo:
+            raise ValueError(f"--layer-budgets item {item!r}: write FIRST-LAST=B or L=B, e.g. '0=1 1-11=0.25'")
+        for layer in range(lo, hi + 1):
+            if layer in out:
+                raise ValueError(f"--layer-budgets names layer {layer} twice ({text!r})")
+            out[layer] = 1.0 if budget == 1 else budget
+    return out

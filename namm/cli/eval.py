@@ -40,23 +40,37 @@ def run_eval(a: argparse.Namespace) -> None:
 
 
 def with_whole_heads(a: argparse.Namespace, spec: str, **overrides):
-    """The policy ``spec`` names; with ``--whole-heads F`` an evicting one keeps the best ``F`` of the model's
-    retrieval heads (``--heads``, default the ``--model``'s shipped ranking) whole."""
+    """The policy ``spec`` names; an evicting one with ``--layer-budgets`` gets its budget per layer (layers at 1
+    keep every token) and with ``--whole-heads F`` keeps the best ``F`` of the model's retrieval heads
+    (``--heads``, default the ``--model``'s shipped ranking) whole."""
+    from dataclasses import replace
+
     from namm.checkpoint import keep_heads_whole, resolve_policy
+    from namm.policies import KeepWhole, LayerBudgets
+    from namm.selection import parse_layer_budgets
 
     if a.heads and not a.whole_heads:
         raise ValueError(f"--heads {a.heads} names which heads to keep whole, but no --whole-heads F says how many; "
                          "add --whole-heads 0.3 (the best 30%)")
+    budgets = parse_layer_budgets(a.layer_budgets) if a.layer_budgets else {}
     policy = resolve_policy(spec, **overrides)
-    if not a.whole_heads or not policy.evicts:
+    if not policy.evicts:
         return policy
-    return keep_heads_whole(policy, a.heads or a.model, a.whole_heads)
+    whole_layers = tuple(l for l, b in budgets.items() if b == 1.0)
+    if len(whole_layers) < len(budgets):
+        policy = LayerBudgets(inner=policy, budgets=tuple((l, b) for l, b in budgets.items() if b != 1.0))
+    if a.whole_heads:
+        return replace(keep_heads_whole(policy, a.heads or a.model, a.whole_heads), layers=whole_layers)
+    return KeepWhole(inner=policy, layers=whole_layers) if whole_layers else policy
 
 
 def add_whole_heads(p) -> None:
     p.add_argument("--whole-heads", type=float, default=None, metavar="F",
                    help="keep every token in the best F (0-1] of the model's retrieval heads (DuoAttention-style)")
     p.add_argument("--heads", default=None, help="retrieval-head ranking: a heads.json (default: the --model's shipped one)")
+    p.add_argument("--layer-budgets", default=None, metavar="SPEC",
+                   help="the evicting policy's budget per layer, e.g. '0=1 1-11=0.25 12-29=0.125' (1: the layer "
+                        "keeps every token; layers not named keep --budget)")
 
 
 def warn_keeps_everything(policies) -> None:
@@ -74,9 +88,10 @@ def run_table(a: argparse.Namespace) -> None:
     from namm.checkpoint import resolve_policy
     from namm.evaluation.table import matched_table
     from namm.evaluation.text import check_context, check_whole_heads
+    from namm.selection import parse_budget
 
     names = tasks.expand(a.tasks)
-    namm = with_whole_heads(a, a.namm, n_up=a.n_up)
+    namm = with_whole_heads(a, a.namm, n_up=a.n_up, budget=parse_budget(a.budget))
     baselines = [b for b in a.baselines.split(",") if b]
     for b in baselines:
         resolve_policy(b, n_up=namm.n_up, budget=0.5)  # unknown names are refused before the model loads
@@ -85,7 +100,8 @@ def run_table(a: argparse.Namespace) -> None:
     check_whole_heads(model, namm)
     matched_table(model, tok, names, namm, Path(a.out), baselines=baselines, samples=a.samples, seed=a.seed,
                   context_tokens=a.context_tokens, batch_size=a.batch_size, match=a.match, data_dir=a.data_dir,
-                  info={"model": a.model, "namm": a.namm, "whole_heads": a.whole_heads, "heads": a.heads})
+                  info={"model": a.model, "namm": a.namm, "budget": a.budget, "whole_heads": a.whole_heads,
+                        "heads": a.heads, "layer_budgets": a.layer_budgets})
     print((Path(a.out) / "table.md").read_text())
 
 
@@ -136,6 +152,8 @@ def add(sub) -> None:
     p.add_argument("--samples", type=int, default=64, help="instances per task")
     p.add_argument("--seed", type=int, default=1000, help="seed of the held-out task instances")
     p.add_argument("--context-tokens", type=int, default=2048)
+    p.add_argument("--budget", default=None,
+                   help="the NAMM's budget (default: its weights' own); with --whole-heads, that of the other heads")
     p.add_argument("--match", choices=["task", "mean"], default="task",
                    help="baseline budget: the NAMM's fraction on each task, or its mean over tasks")
     p.add_argument("--n-up", type=int, default=None, help="memory update period (default: the NAMM's)")

@@ -22,7 +22,7 @@ from namm.adapters import adapter_for
 from namm.drivers.text import generate, pad_id, stop_ids, token_logprobs
 from namm.drivers.trace import record
 from namm.io import write_csv, write_json, write_jsonl
-from namm.policies import FullCache, KeepWhole, MemoryPolicy
+from namm.policies import FullCache, KeepWhole, LayerBudgets, MemoryPolicy
 from namm.tasks import TextTask
 from namm.tasks import make as make_task
 from namm.tasks.longbench import truncate_middle
@@ -59,6 +59,9 @@ def check_whole_heads(model, policy: MemoryPolicy) -> None:
     n_kv = adapter.num_kv_heads(model)
     p = policy
     while p is not None:
+        if isinstance(p, LayerBudgets) and (bad_layers := [l for l, _ in p.budgets if l not in managed]):
+            raise ValueError(f"--layer-budgets names layers {bad_layers[:4]} this model does not manage (layers "
+                             f"{managed[:6]}{'..' if len(managed) > 6 else ''}): the budgets were made for another model")
         if isinstance(p, KeepWhole):
             bad = [(l, h) for l, h in p.heads if l not in managed or not 0 <= h < n_kv]
             bad += [(l, "*") for l in p.layers if l not in managed]

@@ -14,7 +14,7 @@ from .recency import Recency
 from .snapkv import SnapKV
 from .streaming import StreamingLLM
 from .tova import TOVA
-from .wrappers import KeepWhole, PinFirst, Wrapped
+from .wrappers import KeepWhole, LayerBudgets, PinFirst, Wrapped
 
 POLICIES: dict[str, type[MemoryPolicy]] = {
     p.name: p for p in (FullCache, H2O, L2Norm, StreamingLLM, Recency, SnapKV, TOVA, NAMM)
@@ -55,5 +55,5 @@ DEFAULT_POLICIES = default_policies()
 __all__ = [
     "MemoryPolicy", "FullCache", "H2O", "L2Norm", "NAMM", "Recency", "SnapKV", "StreamingLLM", "TOVA",
     "POLICIES", "register_policy", "make_policy", "default_policies", "DEFAULT_POLICIES", "Wrapped", "PinFirst",
-    "KeepWhole",
+    "KeepWhole", "LayerBudgets",
 ]

@@ -2,6 +2,7 @@
 
     PinFirst(inner=load_namm(path), sinks=4)      # any policy, but the first 4 positions are never evicted
     KeepWhole(inner=load_namm(path), heads=((18, 2), (17, 1)))  # those (layer, KV head)s keep every token
+    LayerBudgets(inner=load_namm(path), budgets=((0, 0.5), (1, 0.125)))  # inner's budget set per layer
 
 :class:`Wrapped` forwards the whole contract (state, observation, scores, selection) to ``inner``; a
 wrapper overrides only what it changes (usually :meth:`select`).
@@ -9,14 +10,15 @@ wrapper overrides only what it changes (usually :meth:`select`).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import ClassVar
 
 import torch
 
+from ..selection import budget_tokens
 from .base import MemoryPolicy
 
-__all__ = ["Wrapped", "PinFirst", "KeepWhole"]
+__all__ = ["Wrapped", "PinFirst", "KeepWhole", "LayerBudgets"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -112,3 +114,39 @@ class KeepWhole(Wrapped):
 
     def describe(self) -> str:
         return f"{self.inner.describe()} + whole heads {list(self.heads)} layers {list(self.layers)}"
+
+
+@dataclass(frozen=True, eq=False)
+class LayerBudgets(Wrapped):
+    """``inner``'s scores and selection with its budget set per layer: ``budgets`` are ``(layer, budget)``
+    pairs (the model's layer numbers; a fraction of the tokens seen or a token count, as ``budget``), every
+    other layer keeps ``inner``'s own. Depth-wise allocations (PyramidKV's, or one calibrated on what each
+    layer's evictions cost, ``experiments/real-models/layer_costs.py``); wrap it in ``KeepWhole`` for whole heads.
+    ``inner`` must be the policy that ranks (not another wrapper, whose inner would keep its own budget)."""
+
+    budgets: tuple[tuple[int, float | int], ...] = ()
+    _by_layer: dict[int, MemoryPolicy] = field(default_factory=dict, init=False, repr=False)
+
+    name: ClassVar[str] = "layer_budgets"
+
+    def __post_init__(self) -> None:
+        if isinstance(self.inner, Wrapped):
+            raise ValueError(f"layer_budgets sets the budget of the policy that ranks; wrap {self.inner.name} "
+                             f"around it instead: {self.inner.name}(inner=LayerBudgets(inner=..., budgets=...))")
+        object.__setattr__(self, "budgets", tuple((int(l), b) for l, b in self.budgets))
+        super().__post_init__()
+        for _, b in self.budgets:
+            budget_tokens(b, torch.ones(1, dtype=torch.long))  # a bad budget is refused here, not mid-pass
+        # one copy of inner per distinct budget, made once: select runs at every update of every layer
+        copies = {b: replace(self.inner, budget=b) for b in {b for _, b in self.budgets}}
+        object.__setattr__(self, "_by_layer", {l: copies[b] for l, b in self.budgets})
+
+    def select(self, view) -> torch.Tensor:
+        return self._by_layer.get(view.layer_idx, self.inner).select(view)
+
+    @property
+    def keeps_everything(self) -> bool:
+        return self.inner.keeps_everything and all(b is None for _, b in self.budgets)
+
+    def describe(self) -> str:
+        return f"{self.inner.describe()} + layer budgets {dict(self.budgets)}"

@@ -22,6 +22,10 @@ CASES = [
     (["eval", "--model", "tiny-random", "--whole-heads", "0.3", "--heads", str(SHIPPED_HEADS["gemma3-270m"]),
       "--context-tokens", "256", "--tasks", "kv_retrieval"], "whole heads [(5, 0)] are not (layer, KV head)s"),
     (["eval", "--heads", "h.json", "--tasks", "kv_retrieval"], "but no --whole-heads F says how many"),
+    (["table", "--budget", "half", "--tasks", "kv_retrieval"], "--budget 'half': give a fraction like 0.4"),
+    (["eval", "--layer-budgets", "0-x=1", "--tasks", "kv_retrieval"], "--layer-budgets item '0-x=1': write FIRST-LAST=B"),
+    (["eval", "--model", "tiny-random", "--layer-budgets", "0=1 40=0.5", "--context-tokens", "256",
+      "--tasks", "kv_retrieval"], "--layer-budgets names layers [40] this model does not manage"),
 ]
 
 

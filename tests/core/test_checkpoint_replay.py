@@ -253,7 +253,7 @@ def test_shift_bias_cli_records_each_shift(tmp_path):
 
 def test_shipped_head_rankings_wrap_a_policy_with_its_best_heads_whole(tmp_path):
     from namm.checkpoint import SHIPPED_HEADS, keep_heads_whole, read_heads
-    from namm.policies import H2O, KeepWhole
+    from namm.policies import H2O, KeepWhole, LayerBudgets
 
     smol = read_heads("smollm2-135m")
     assert len(smol) == len(set(smol)) == 30 * 3 and all(0 <= l < 30 and 0 <= h < 3 for l, h in smol)
@@ -261,6 +261,25 @@ def test_shipped_head_rankings_wrap_a_policy_with_its_best_heads_whole(tmp_path)
     w = keep_heads_whole(H2O(n_up=32, budget=0.25), "smollm2-135m", 0.3)
     assert isinstance(w, KeepWhole) and w.heads == tuple(smol[:27]) and w.n_up == 32
     assert len(keep_heads_whole(H2O(n_up=32, budget=0.25), SHIPPED_HEADS["gemma3-270m"], 0.3).heads) == 1
+    # `namm eval|table --whole-heads F --budget B`: B is the budget of the heads that are not whole
+    from argparse import Namespace
+
+    from namm.cli.eval import with_whole_heads
+    from namm.selection import parse_budget
+
+    a = Namespace(whole_heads=0.4, heads=None, layer_budgets=None, model="smollm2-135m")
+    w = with_whole_heads(a, "namm", n_up=64, budget=parse_budget("0.1667"))
+    assert len(w.heads) == 36 and w.inner.budget == pytest.approx(0.1667) and w.n_up == 64
+    assert with_whole_heads(a, "namm", budget=None).inner.budget == 0.25, "no --budget: the weights' own"
+    # `--layer-budgets`: layers at 1 join the whole heads' KeepWhole, the rest set the NAMM's budget per layer
+    a = Namespace(whole_heads=0.333, heads=None, layer_budgets="0=1 1-2=0.5 3-29=0.125", model="smollm2-135m")
+    w = with_whole_heads(a, "namm", n_up=128)
+    assert isinstance(w, KeepWhole) and w.layers == (0,) and len(w.heads) == 30
+    assert isinstance(w.inner, LayerBudgets)
+    assert dict(w.inner.budgets) == {1: 0.5, 2: 0.5, **dict.fromkeys(range(3, 30), 0.125)}
+    a = Namespace(whole_heads=None, heads=None, layer_budgets="0-1=1", model="smollm2-135m")
+    assert with_whole_heads(a, "h2o", budget=0.25).layers == (0, 1)
+    assert with_whole_heads(a, "full").name == "full", "a policy that never evicts is left as it is"
     bad = tmp_path / "heads.json"
     bad.write_text('{"heads": [{"layer": 1}]}')
     with pytest.raises(ValueError, match="not a head ranking"):

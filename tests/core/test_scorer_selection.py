@@ -2,7 +2,15 @@ import pytest
 import torch
 
 from namm.scorer import BAM, MLP, make_scorer
-from namm.selection import budget_tokens, neighbour_max, parse_budget, threshold_ragged, threshold_reference, top_k
+from namm.selection import (
+    budget_tokens,
+    neighbour_max,
+    parse_budget,
+    parse_layer_budgets,
+    threshold_ragged,
+    threshold_reference,
+    top_k,
+)
 
 
 def test_bam_has_reference_parameter_count_and_order():
@@ -163,6 +171,11 @@ def test_top_k_and_budget_forms():
         budget_tokens(1.5, seen)
     with pytest.raises(ValueError):
         parse_budget("lots")
+    assert parse_layer_budgets("0=1 1-2=0.5 3=64") == {0: 1.0, 1: 0.5, 2: 0.5, 3: 64}
+    for bad, match in [("0-=1", "write FIRST-LAST=B"), ("2-1=0.5", "write FIRST-LAST=B"), ("0=none", "write"),
+                       ("0=1 0-3=0.5", "layer 0 twice")]:
+        with pytest.raises(ValueError, match=match):
+            parse_layer_budgets(bad)
 
 
 def test_backward_attention_ragged_heads_in_one_call_equal_the_explicit_mask():

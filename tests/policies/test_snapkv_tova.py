@@ -73,3 +73,25 @@ def test_keep_whole_keeps_its_heads_and_layers_whole_and_forwards_the_rest(tiny_
     assert plain.cache_fraction() < whole.cache_fraction() < 1.0
     with pytest.raises(ValueError, match="no head 9"):
         run(tiny_llama, KeepWhole(inner=inner, heads=((0, 9),)))
+
+
+def test_layer_budgets_set_the_inner_budget_per_layer(tiny_llama):
+    from namm.policies import H2O, KeepWhole, LayerBudgets, PinFirst
+
+    inner = H2O(n_up=32, budget=0.5)
+    cache = run(tiny_llama, LayerBudgets(inner=inner, budgets=((0, 0.125),)))
+    plain = run(tiny_llama, inner)
+    by_layer = {layer.layer_idx: layer for layer in cache.memory_layers}
+    plain_by_layer = {layer.layer_idx: layer for layer in plain.memory_layers}
+    # at the last update (seen 224 of 230) layer 0 kept floor(224 / 8) = 28 per head, then 6 newer arrived
+    assert (by_layer[0].valid.sum(-1) == 28 + 6).all()
+    assert (by_layer[1].valid.sum(-1) == 112 + 6).all(), "a layer not listed keeps inner's own budget"
+    assert torch.equal(by_layer[1].valid.sum(-1), plain_by_layer[1].valid.sum(-1))
+    assert cache.cache_fraction() < plain.cache_fraction()
+    w = KeepWhole(inner=LayerBudgets(inner=inner, budgets=((1, 0.25),)), heads=((0, 0),))
+    assert "layer budgets {1: 0.25}" in w.describe() and "whole heads [(0, 0)]" in w.describe()
+    assert not LayerBudgets(inner=H2O(n_up=32), budgets=((0, 0.5),)).keeps_everything
+    with pytest.raises(ValueError, match="wrap pin_first around it"):
+        LayerBudgets(inner=PinFirst(inner=inner), budgets=((0, 0.25),))
+    with pytest.raises(ValueError, match="fractional budget"):
+        LayerBudgets(inner=inner, budgets=((0, 1.5),))
