@@ -40,6 +40,11 @@ def span(text: str) -> tuple[int, int]:
     return int(first), int(last or first)
 
 
+def non_whole_heads(first: int, last: int, layers: list[int], n_kv: int, whole) -> int:
+    """How many (layer, KV head)s of layers ``first..last`` are not in ``whole`` (the ones a budget compresses)."""
+    return sum(1 for l in layers if first <= l <= last for h in range(n_kv) if (l, h) not in whole)
+
+
 def span_policy(whole: KeepWhole, budget: float, first: int, last: int, layers: list[int]) -> KeepWhole:
     """``whole``'s heads whole, its inner NAMM at ``budget`` in layers ``first..last``, every other layer whole."""
     inner = dataclasses.replace(whole.inner, budget=budget)
@@ -66,7 +71,7 @@ def measure(a: argparse.Namespace) -> None:
     rows = []
     for (first, last), b in tqdm(plan, desc="spans x budgets"):
         mean, lo, hi = paired_interval(nll(span_policy(whole, b, first, last, layers)) - full)
-        n_free = sum(1 for l in layers if first <= l <= last for h in range(n_kv) if (l, h) not in whole.heads)
+        n_free = non_whole_heads(first, last, layers, n_kv, whole.heads)
         rows.append({"span": f"{first}-{last}", "budget": b, "non_whole_heads": n_free, "nll_cost": mean,
                      "lo": lo, "hi": hi})
         print(f"layers {first}-{last} at {b}: {n_free} heads, {mean:+.4f} [{lo:+.4f}, {hi:+.4f}] nats", flush=True)
@@ -99,7 +104,7 @@ def allocate(a: argparse.Namespace) -> None:
         raise ValueError("the cost files were measured with different whole heads; allocate from one setting")
     measured = {(*span(r["span"]), r["budget"]): r["nll_cost"] for run in runs for r in run["rows"]}
     parts = [span(p) for p in a.parts.split()]
-    free = {p: sum(1 for l in layers if p[0] <= l <= p[1] for h in range(n_kv) if (l, h) not in whole) for p in parts}
+    free = {p: non_whole_heads(*p, layers, n_kv, whole) for p in parts}
     options = {p: [(b, c) for b in sorted({b for *_, b in measured}) if (c := part_cost(p, b, measured)) is not None]
                + [(1.0, 0.0)] for p in parts}
     n_heads = len(layers) * n_kv

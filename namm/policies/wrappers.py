@@ -15,7 +15,6 @@ from typing import ClassVar
 
 import torch
 
-from ..selection import budget_tokens
 from .base import MemoryPolicy
 
 __all__ = ["Wrapped", "PinFirst", "KeepWhole", "LayerBudgets"]
@@ -135,9 +134,8 @@ class LayerBudgets(Wrapped):
                              f"around it instead: {self.inner.name}(inner=LayerBudgets(inner=..., budgets=...))")
         object.__setattr__(self, "budgets", tuple((int(l), b) for l, b in self.budgets))
         super().__post_init__()
-        for _, b in self.budgets:
-            budget_tokens(b, torch.ones(1, dtype=torch.long))  # a bad budget is refused here, not mid-pass
-        # one copy of inner per distinct budget, made once: select runs at every update of every layer
+        # one copy of inner per distinct budget, made once: select runs at every update of every layer; each copy's
+        # own __post_init__ refuses a bad budget here, not mid-pass
         copies = {b: replace(self.inner, budget=b) for b in {b for _, b in self.budgets}}
         object.__setattr__(self, "_by_layer", {l: copies[b] for l, b in self.budgets})
 
